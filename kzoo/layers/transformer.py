@@ -1,8 +1,14 @@
-"""One transformer encoder block, post-LN (BERT) or pre-LN."""
+"""One transformer encoder block, post-LN (BERT) or pre-LN, with optional
+bottleneck adapters (Houlsby / Pfeiffer) and LoRA."""
 
 import keras
 
 from kzoo.layers import activations
+from kzoo.layers.adapters import BottleneckAdapter, LowRankAdapter
+
+ADAPTER_TYPES = (None, "houlsby", "pfeiffer")
+LORA_TARGETS = ("query", "key", "value", "attention_output", "intermediate", "output")
+_ATTENTION_TARGETS = ("query", "key", "value", "attention_output")
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -25,11 +31,38 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_eps: LayerNorm epsilon.
         norm_first: pre-LN when True.
         initializer_range: stddev of the truncated-normal kernel initialiser.
+        adapter_type: None (no adapters), "houlsby" (a `BottleneckAdapter`
+            on the attention sub-layer's output, named "attention_adapter",
+            and one on the feed-forward output, "ffn_adapter") or "pfeiffer"
+            (only "ffn_adapter"). Each sits after its sub-layer's output
+            projection and dropout, before the residual add (and, post-LN,
+            the LayerNorm). Adapters are the identity at initialisation.
+        adapter_size: bottleneck width of the adapters.
+        adapter_activation: bottleneck activation.
+        lora_rank: rank r of LoRA updates (0: no LoRA).
+        lora_alpha: LoRA scale numerator (update = alpha / r * x @ A @ B);
+            None means r.
+        lora_targets: the projections that get a `LowRankAdapter`, among
+            "query", "key", "value", "attention_output", "intermediate",
+            "output". Sub-layers are named "<target>_lora".
+
+    With LoRA, the base kernel and bias of every target projection are
+    frozen (not trainable), and stay frozen when `trainable` is set on the
+    block or any model above it; the base variables keep their names and
+    places (`block.attention.query_dense.kernel`, ...), so pretrained
+    checkpoints load as usual and report the adapter and LoRA variables as
+    new.
 
     Example:
     >>> block = TransformerEncoderBlock(num_heads=2, intermediate_size=16)
     >>> block(keras.ops.ones((2, 3, 8)), padding_mask=keras.ops.ones((2, 3))).shape
     (2, 3, 8)
+    >>> adapted = TransformerEncoderBlock(num_heads=2, intermediate_size=16, adapter_type="houlsby",
+    ...                                   adapter_size=4, lora_rank=2)
+    >>> tuple(adapted(keras.ops.ones((2, 3, 8))).shape)
+    (2, 3, 8)
+    >>> sorted(v.path.split("/", 1)[1] for v in adapted.trainable_weights if "lora" in v.path)
+    ['query_lora/lora_a', 'query_lora/lora_b', 'value_lora/lora_a', 'value_lora/lora_b']
     """
 
     def __init__(
@@ -42,9 +75,40 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_eps=1e-12,
         norm_first=False,
         initializer_range=0.02,
+        adapter_type=None,
+        adapter_size=64,
+        adapter_activation="gelu",
+        lora_rank=0,
+        lora_alpha=None,
+        lora_targets=("query", "value"),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if adapter_type not in ADAPTER_TYPES:
+            raise ValueError(f"unknown adapter_type {adapter_type!r}; expected one of {list(ADAPTER_TYPES)}")
+        if not isinstance(adapter_size, int) or isinstance(adapter_size, bool) or adapter_size <= 0:
+            raise ValueError(f"adapter_size must be a positive integer, got {adapter_size!r}")
+        activations.get_activation(adapter_activation)  # fails early on an unknown name
+        if not isinstance(lora_rank, int) or isinstance(lora_rank, bool) or lora_rank < 0:
+            raise ValueError(f"lora_rank must be a non-negative integer (0: no LoRA), got {lora_rank!r}")
+        if lora_alpha is not None and not (isinstance(lora_alpha, (int, float)) and lora_alpha > 0):
+            raise ValueError(f"lora_alpha must be positive (or None for alpha = rank), got {lora_alpha!r}")
+        if isinstance(lora_targets, str):
+            lora_targets = (lora_targets,)
+        lora_targets = tuple(lora_targets)
+        unknown = [t for t in lora_targets if t not in LORA_TARGETS]
+        if unknown:
+            raise ValueError(f"unknown lora_targets {unknown}; expected some of {list(LORA_TARGETS)}")
+        if len(set(lora_targets)) != len(lora_targets):
+            raise ValueError(f"lora_targets has duplicates: {list(lora_targets)}")
+        if lora_rank and not lora_targets:
+            raise ValueError("lora_rank > 0 needs at least one of lora_targets")
+        self.adapter_type = adapter_type
+        self.adapter_size = adapter_size
+        self.adapter_activation = adapter_activation
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_targets = lora_targets
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
         self.activation = activation
@@ -75,8 +139,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
             epsilon=self.layer_norm_eps, name="attention_layer_norm", **common
         )
         self.attention_layer_norm.build(input_shape)
+        # With LoRA on it, the activation is applied after the update is added.
         self.intermediate_dense = keras.layers.Dense(
-            self.intermediate_size, activation=self._activation_fn, kernel_initializer=init,
+            self.intermediate_size,
+            activation=None if self._has_lora("intermediate") else self._activation_fn,
+            kernel_initializer=init,
             name="intermediate", **common,
         )
         self.intermediate_dense.build(input_shape)
@@ -88,7 +155,82 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.output_layer_norm.build(input_shape)
         self.attention_output_dropout = keras.layers.Dropout(self.dropout_rate, **common)
         self.output_dropout = keras.layers.Dropout(self.dropout_rate, **common)
+
+        adapter = dict(activation=self.adapter_activation, initializer_range=self.initializer_range, **common)
+        if self.adapter_type == "houlsby":
+            self.attention_adapter = BottleneckAdapter(self.adapter_size, name="attention_adapter", **adapter)
+            self.attention_adapter.build(input_shape)
+        if self.adapter_type in ("houlsby", "pfeiffer"):
+            self.ffn_adapter = BottleneckAdapter(self.adapter_size, name="ffn_adapter", **adapter)
+            self.ffn_adapter.build(input_shape)
+
+        head_size = hidden_size // self.num_heads
+        lora_shapes = {  # target -> (input shape, output dims, input axes)
+            "query": (input_shape, (self.num_heads, head_size), 1),
+            "key": (input_shape, (self.num_heads, head_size), 1),
+            "value": (input_shape, (self.num_heads, head_size), 1),
+            "attention_output": (tuple(input_shape[:-1]) + (self.num_heads, head_size), (hidden_size,), 2),
+            "intermediate": (input_shape, (self.intermediate_size,), 1),
+            "output": (tuple(input_shape[:-1]) + (self.intermediate_size,), (hidden_size,), 1),
+        }
+        for target in self._lora_active_targets():
+            shape, output_dims, input_axes = lora_shapes[target]
+            lora = LowRankAdapter(self.lora_rank, output_dims, alpha=self.lora_alpha, input_axes=input_axes,
+                                  name=f"{target}_lora", **common)
+            lora.build(shape)
+            setattr(self, f"{target}_lora", lora)
         self.built = True
+        self._freeze_lora_bases()
+
+    # LoRA bookkeeping -------------------------------------------------------
+
+    def _lora_active_targets(self):
+        return self.lora_targets if self.lora_rank else ()
+
+    def _has_lora(self, target):
+        return target in self._lora_active_targets()
+
+    def projection(self, target):
+        """The projection layer named by a LoRA target ("query", ..., "output")."""
+        if target not in LORA_TARGETS:
+            raise ValueError(f"unknown LoRA target {target!r}; expected one of {list(LORA_TARGETS)}")
+        if target in _ATTENTION_TARGETS:
+            return getattr(self.attention, "output_dense" if target == "attention_output" else f"{target}_dense")
+        return self.intermediate_dense if target == "intermediate" else self.output_dense
+
+    def lora_base_layers(self):
+        """{target: the projection layer LoRA adapts} (empty without LoRA)."""
+        return {t: self.projection(t) for t in self._lora_active_targets()}
+
+    def lora_layers(self):
+        """{target: its `LowRankAdapter`} (empty without LoRA or before build)."""
+        if not self.built:
+            return {}
+        return {t: getattr(self, f"{t}_lora") for t in self._lora_active_targets()}
+
+    def adapter_layers(self):
+        """The block's `BottleneckAdapter`s (empty without adapters or before build)."""
+        if not self.built:
+            return []
+        return [getattr(self, n) for n in ("attention_adapter", "ffn_adapter") if hasattr(self, n)]
+
+    def _freeze_lora_bases(self):
+        if not self.built:
+            return
+        for dense in self.lora_base_layers().values():
+            for v in dense.weights:
+                v.trainable = False
+
+    @property
+    def trainable(self):
+        return keras.layers.Layer.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value):
+        # Keras propagates `trainable` to every variable of every sub-layer;
+        # the base kernels and biases of LoRA targets must stay frozen.
+        keras.layers.Layer.trainable.fset(self, value)
+        self._freeze_lora_bases()
 
     def call(self, x, padding_mask=None, training=None):
         attention_mask = None
@@ -99,19 +241,58 @@ class TransformerEncoderBlock(keras.layers.Layer):
         residual = x
         if self.norm_first:
             x = self.attention_layer_norm(x)
-        x = self.attention(x, x, attention_mask=attention_mask, training=training)
-        x = residual + self.attention_output_dropout(x, training=training)
+        if any(self._has_lora(t) for t in _ATTENTION_TARGETS):
+            x = self._lora_attention(x, attention_mask, training)
+        else:
+            x = self.attention(x, x, attention_mask=attention_mask, training=training)
+        x = self.attention_output_dropout(x, training=training)
+        if self.adapter_type == "houlsby":
+            x = self.attention_adapter(x)
+        x = residual + x
         if not self.norm_first:
             x = self.attention_layer_norm(x)
 
         residual = x
         if self.norm_first:
             x = self.output_layer_norm(x)
-        x = self.output_dense(self.intermediate_dense(x))
-        x = residual + self.output_dropout(x, training=training)
+        inner = self.intermediate_dense(x)
+        if self._has_lora("intermediate"):
+            inner = self._activation_fn(inner + self.intermediate_lora(x))
+        x = self.output_dense(inner)
+        if self._has_lora("output"):
+            x = x + self.output_lora(inner)
+        x = self.output_dropout(x, training=training)
+        if self.adapter_type is not None:
+            x = self.ffn_adapter(x)
+        x = residual + x
         if not self.norm_first:
             x = self.output_layer_norm(x)
         return x
+
+    def _lora_attention(self, x, attention_mask, training):
+        """`self.attention(x, x)` with LoRA updates added to its projections.
+
+        The same steps as `keras.layers.MultiHeadAttention.call` for
+        self-attention with an explicit mask, through the layer's own
+        sub-layers and its `_compute_attention` (the documented extension
+        point of subclasses), so the outputs equal the plain call's exactly
+        when the updates are zero.
+        """
+        attention = self.attention
+        attention_mask = attention._compute_attention_mask(x, x, attention_mask=attention_mask)
+        projected = {}
+        for target in ("query", "key", "value"):
+            h = getattr(attention, f"{target}_dense")(x)
+            if self._has_lora(target):
+                h = h + getattr(self, f"{target}_lora")(x)
+            projected[target] = h
+        context, _ = attention._compute_attention(
+            projected["query"], projected["key"], projected["value"], attention_mask, training
+        )
+        out = attention.output_dense(context)
+        if self._has_lora("attention_output"):
+            out = out + self.attention_output_lora(context)
+        return out
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -127,5 +308,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
             layer_norm_eps=self.layer_norm_eps,
             norm_first=self.norm_first,
             initializer_range=self.initializer_range,
+            adapter_type=self.adapter_type,
+            adapter_size=self.adapter_size,
+            adapter_activation=self.adapter_activation,
+            lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_targets=list(self.lora_targets),
         )
         return config

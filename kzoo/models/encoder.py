@@ -21,6 +21,13 @@ def bert_encoder(
     dropout=None,
     attention_dropout=None,
     name="bert_encoder",
+    adapter_type=None,
+    adapter_size=64,
+    adapter_reduction_factor=None,
+    adapter_activation="gelu",
+    lora_rank=0,
+    lora_alpha=None,
+    lora_targets=("query", "value"),
 ):
     """Builds a BERT encoder from a `BertConfig`.
 
@@ -40,6 +47,23 @@ def bert_encoder(
         seq_length: static sequence length of the inputs, or None (dynamic).
         dropout, attention_dropout: override the config's dropout rates.
         name: model name.
+        adapter_type: None, "houlsby" (adapters after the attention and the
+            feed-forward sub-layers of every block) or "pfeiffer" (after the
+            feed-forward sub-layer only); see `TransformerEncoderBlock`.
+        adapter_size: adapter bottleneck width.
+        adapter_reduction_factor: when given, the bottleneck width is
+            `hidden_size // adapter_reduction_factor` (overrides
+            `adapter_size`).
+        adapter_activation: adapter bottleneck activation.
+        lora_rank: LoRA rank in every block (0: no LoRA).
+        lora_alpha: LoRA scale numerator (None: the rank).
+        lora_targets: projections LoRA adapts in every block, among "query",
+            "key", "value", "attention_output", "intermediate", "output".
+
+    Adapters and LoRA are the identity at initialisation, so a pretrained
+    checkpoint loaded into an adapted encoder gives the pretrained outputs;
+    use `kzoo.models.adaptation.enable_parameter_efficient_training` to
+    train only them (and the task head).
 
     Example:
     >>> config = configs.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
@@ -56,6 +80,14 @@ def bert_encoder(
         raise ValueError(
             f"seq_length {seq_length} exceeds max_position_embeddings {config.max_position_embeddings}"
         )
+    if adapter_reduction_factor is not None:
+        if (not isinstance(adapter_reduction_factor, (int, float)) or isinstance(adapter_reduction_factor, bool)
+                or adapter_reduction_factor <= 0):
+            raise ValueError(f"adapter_reduction_factor must be positive, got {adapter_reduction_factor!r}")
+        adapter_size = int(config.hidden_size // adapter_reduction_factor)
+        if adapter_size < 1:
+            raise ValueError(f"adapter_reduction_factor {adapter_reduction_factor} leaves no bottleneck "
+                             f"(hidden_size {config.hidden_size})")
     dropout = config.hidden_dropout_prob if dropout is None else dropout
     attention_dropout = config.attention_probs_dropout_prob if attention_dropout is None else attention_dropout
 
@@ -83,6 +115,12 @@ def bert_encoder(
             layer_norm_eps=config.layer_norm_eps,
             norm_first=norm_first,
             initializer_range=config.initializer_range,
+            adapter_type=adapter_type,
+            adapter_size=adapter_size,
+            adapter_activation=adapter_activation,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_targets=lora_targets,
             name=f"transformer_layer_{i}",
         )(x, padding_mask=inputs["input_mask"])
         encoder_outputs.append(x)

@@ -15,25 +15,50 @@ def _gelu(x):
 
 
 def numpy_block(block, x, mask):
-    """Float64 forward pass of one block, written from the BERT equations."""
+    """Float64 forward pass of one block, written from the BERT equations.
+
+    Covers the block's adapters (Houlsby / Pfeiffer placement) and LoRA
+    updates too: a LoRA target's kernel is W + alpha / r * A @ B, with W
+    viewed as the official 2-D [in, out] matrix.
+    """
     w = lambda v: np.asarray(v, "float64")  # noqa: E731
     att = block.attention
+    loras = block.lora_layers() if hasattr(block, "lora_layers") else {}
 
-    def project(h, dense):
-        return np.einsum("bsh,hnd->bnsd", h, w(dense.kernel)) + w(dense.bias)[None, :, None]
+    def kernel(target, dense):
+        k = w(dense.kernel)
+        if target not in loras:
+            return k
+        lora = loras[target]
+        delta = (w(lora.lora_a) @ w(lora.lora_b)) * lora.scale
+        return k + delta.reshape(k.shape)
+
+    def project(h, target):
+        dense = getattr(att, f"{target}_dense")
+        return np.einsum("bsh,hnd->bnsd", h, kernel(target, dense)) + w(dense.bias)[None, :, None]
+
+    def adapter(layer, h):
+        inner = _gelu(h @ w(layer.down.kernel) + w(layer.down.bias))
+        return h + inner @ w(layer.up.kernel) + w(layer.up.bias)
 
     def attention(h):
-        qq, kk, vv = project(h, att.query_dense), project(h, att.key_dense), project(h, att.value_dense)
+        qq, kk, vv = project(h, "query"), project(h, "key"), project(h, "value")
         scores = np.einsum("bnqd,bnkd->bnqk", qq, kk) / math.sqrt(qq.shape[-1])
         scores = scores + (1.0 - mask[:, None, None, :]) * -1e9
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
         ctx = np.einsum("bnqk,bnkd->bnqd", probs, vv)
-        return np.einsum("bnqd,ndh->bqh", ctx, w(att.output_dense.kernel)) + w(att.output_dense.bias)
+        out = np.einsum("bnqd,ndh->bqh", ctx, kernel("attention_output", att.output_dense)) + w(att.output_dense.bias)
+        if getattr(block, "adapter_type", None) == "houlsby":
+            out = adapter(block.attention_adapter, out)
+        return out
 
     def ffn(h):
-        inner = _gelu(h @ w(block.intermediate_dense.kernel) + w(block.intermediate_dense.bias))
-        return inner @ w(block.output_dense.kernel) + w(block.output_dense.bias)
+        inner = _gelu(h @ kernel("intermediate", block.intermediate_dense) + w(block.intermediate_dense.bias))
+        out = inner @ kernel("output", block.output_dense) + w(block.output_dense.bias)
+        if getattr(block, "adapter_type", None) is not None:
+            out = adapter(block.ffn_adapter, out)
+        return out
 
     ln1 = lambda h: _ln(h, w(block.attention_layer_norm.gamma), w(block.attention_layer_norm.beta))  # noqa: E731
     ln2 = lambda h: _ln(h, w(block.output_layer_norm.gamma), w(block.output_layer_norm.beta))  # noqa: E731
@@ -84,6 +109,20 @@ def test_padding_does_not_change_real_positions():
 def test_serialisation_round_trip():
     block = TransformerEncoderBlock(num_heads=2, intermediate_size=8, activation="gelu_new", norm_first=True)
     assert TransformerEncoderBlock.from_config(block.get_config()).get_config() == block.get_config()
+    adapted = TransformerEncoderBlock(num_heads=2, intermediate_size=8, adapter_type="pfeiffer", adapter_size=3,
+                                      adapter_activation="relu", lora_rank=2, lora_alpha=8.0,
+                                      lora_targets=("key", "output"))
+    config = adapted.get_config()
+    assert TransformerEncoderBlock.from_config(config).get_config() == config
+    assert config["lora_targets"] == ["key", "output"] and config["adapter_type"] == "pfeiffer"
+
+
+def test_defaults_add_no_adapter_or_lora():
+    block = TransformerEncoderBlock(num_heads=2, intermediate_size=8)
+    block(np.ones((1, 2, 16), "float32"))
+    assert block.get_config()["adapter_type"] is None and block.get_config()["lora_rank"] == 0
+    assert block.adapter_layers() == [] and block.lora_layers() == {}
+    assert len(block.weights) == 16 and all(v.trainable for v in block.weights)
 
 
 def test_width_must_divide_heads():

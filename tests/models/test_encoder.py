@@ -74,3 +74,20 @@ def test_import_kzoo_registers_everything_for_load_model(tmp_path, tiny_config):
     run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.keras")], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0 and run.stdout.strip().endswith("bert_classifier"), run.stderr[-2000:]
+
+
+def test_adapter_and_lora_options_reach_every_block(tiny_config):
+    from kzoo.layers import TransformerEncoderBlock
+
+    model = bert_classifier(tiny_config, num_classes=2, adapter_type="pfeiffer", adapter_reduction_factor=8,
+                            lora_rank=2, lora_alpha=8, lora_targets=["key"])
+    encoder = model.get_layer("bert_encoder")
+    blocks = [l for l in encoder.layers if isinstance(l, TransformerEncoderBlock)]
+    assert len(blocks) == tiny_config.num_hidden_layers
+    for block in blocks:
+        config = block.get_config()
+        assert (config["adapter_type"], config["adapter_size"], config["lora_rank"], config["lora_alpha"],
+                config["lora_targets"]) == ("pfeiffer", 2, 2, 8, ["key"])
+    plain = bert_encoder(tiny_config)
+    assert all(l.get_config()["adapter_type"] is None and l.get_config()["lora_rank"] == 0
+               for l in plain.layers if isinstance(l, TransformerEncoderBlock))
