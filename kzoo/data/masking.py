@@ -1,0 +1,210 @@
+"""Dynamic masked-language-model masking of packed BERT inputs, inside tf.data.
+
+google-research/bert's `create_pretraining_data.py` masks once, offline
+(`dupe_factor` copies); RoBERTa showed masking afresh every epoch works at
+least as well. `MLMMasker` masks batches of already packed inputs on the fly,
+so every pass over a dataset draws new positions.
+
+Masking rule (`rule="official"`, the default), per example, as
+`create_masked_lm_predictions`:
+
+- candidates: every real position (`input_mask` 1) whose id is not one of
+  `special_token_ids` ([CLS], [SEP], [PAD], ...);
+- number of predictions `min(max_predictions_per_seq, max(1,
+  round(n * masked_lm_prob)))` (Python 3 / `tf.round` half-to-even rounding),
+  and never more than the candidates; n is the number of candidates (real
+  wordpieces). The official script counts `len(tokens)`, i.e. also [CLS] and
+  the [SEP]s: pass `count_special_tokens=True` for exactly that;
+- a uniformly random subset of that size of the candidates, listed by
+  position;
+- each selected token becomes [MASK] with probability `mask_token_rate`, a
+  random id uniform over the whole vocabulary with `random_token_rate`, and
+  stays unchanged otherwise (official: 80% / 10% / 10%).
+  Whole-word masking (an option of the official script) is not implemented.
+
+`rule="keras_hub"` runs `keras_hub.layers.MaskedLMMaskGenerator` instead (the
+layer the keras-hub BERT preprocessors use), forced onto its TensorFlow path
+(tf-text `mask_language_model`) also in eager calls: by default keras-hub 0.32
+runs a pure-Python path outside `tf.function`/`tf.data`, which selects each
+token independently with probability `masked_lm_prob` (a binomial count), a
+third behaviour. Its tf-text `RandomItemSelector` predicts
+`min(max_predictions_per_seq, ceil(float32(n) * float32(masked_lm_prob)))`
+tokens (n: candidates), which is not the official count: ceil instead of
+round gives one more prediction whenever the fractional part of `n * rate` is
+in (0, 0.5) (4 instead of 3 for 21 tokens; float32 even makes 20 * 0.15 round
+up to 4), about `0.25 / n` above the rate on average, and there is no minimum
+of one. It draws from TensorFlow's global random state, so `seed` does not
+apply, and it looks at ids only: [PAD] must be in `special_token_ids`.
+
+With the default rule the randomness comes from a `tf.random.Generator`
+owned by the masker (seeded by `seed`): its state advances on every batch,
+across epochs, so each pass masks differently, and a seeded masker applied
+sequentially reproduces the same sequence of masks.
+"""
+
+import keras_hub
+import tensorflow as tf
+
+from kzoo.data.conll import IGNORE_LABEL
+
+RULES = ("official", "keras_hub")
+
+
+class MLMMasker:
+    """Adds masked-LM inputs and targets to a batch of packed BERT features.
+
+    Call it on a dict with int32 `input_word_ids` [batch, seq] (containing
+    [CLS]/[SEP]/[PAD]), `input_mask` and `input_type_ids` (e.g. in
+    `dataset.map(masker)`); it returns the dict plus
+
+    - `masked_input_word_ids` [batch, seq]: the ids after masking;
+    - `masked_lm_positions` [batch, P] int32: the selected positions,
+      ascending, 0 after the last one of a row;
+    - `masked_lm_ids` [batch, P] int32: the original ids there, `-100`
+      (`kzoo.data.conll.IGNORE_LABEL`, for `ignore_class=-100` losses) after
+      the last one;
+
+    with P = `max_predictions_per_seq` (static). The untouched
+    `input_word_ids` stay in the dict. Unbatched [seq] features work too.
+
+    Args:
+        vocab_size: vocabulary size (random replacements are drawn from
+            `[0, vocab_size)`).
+        mask_token_id: id of `[MASK]`.
+        special_token_ids: ids never selected: [CLS], [SEP] and [PAD] at least
+            (padding positions, `input_mask` 0, are never selected anyway
+            with the official rule).
+        masked_lm_prob: fraction of tokens to predict.
+        max_predictions_per_seq: P, the most predictions per example.
+        mask_token_rate: probability that a selected token becomes [MASK].
+        random_token_rate: probability that it becomes a random id.
+        seed: seed of the masker's random generator (None: nondeterministic).
+        count_special_tokens: count [CLS]/[SEP] in n for the number of
+            predictions, as `create_pretraining_data.py` does.
+        rule: "official" (see the module docstring) or "keras_hub"
+            (`keras_hub.layers.MaskedLMMaskGenerator`, ceil count).
+
+    Example:
+    >>> masker = MLMMasker(vocab_size=100, mask_token_id=4, special_token_ids=[0, 2, 3],
+    ...                    max_predictions_per_seq=3, seed=1)
+    >>> out = masker({"input_word_ids": tf.constant([[2, 10, 11, 12, 13, 14, 15, 3, 0, 0]]),
+    ...               "input_mask": tf.constant([[1] * 8 + [0] * 2]),
+    ...               "input_type_ids": tf.zeros([1, 10], tf.int32)})
+    >>> out["masked_lm_positions"].shape, int(tf.reduce_sum(tf.cast(out["masked_lm_ids"] >= 0, tf.int32)))
+    (TensorShape([1, 3]), 1)
+    """
+
+    def __init__(self, vocab_size, mask_token_id, special_token_ids, masked_lm_prob=0.15, max_predictions_per_seq=20,
+                 mask_token_rate=0.8, random_token_rate=0.1, seed=None, count_special_tokens=False, rule="official"):
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        if not 0.0 < masked_lm_prob <= 1.0:
+            raise ValueError(f"masked_lm_prob must be in (0, 1], got {masked_lm_prob}")
+        if max_predictions_per_seq < 1:
+            raise ValueError(f"max_predictions_per_seq must be >= 1, got {max_predictions_per_seq}")
+        if mask_token_rate < 0 or random_token_rate < 0 or mask_token_rate + random_token_rate > 1:
+            raise ValueError("need mask_token_rate, random_token_rate >= 0 and mask_token_rate + random_token_rate <= 1")
+        if not 0 <= mask_token_id < vocab_size:
+            raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary [0, {vocab_size})")
+        if rule == "keras_hub" and count_special_tokens:
+            raise ValueError("count_special_tokens applies only to rule='official'")
+        self.vocab_size = int(vocab_size)
+        self.mask_token_id = int(mask_token_id)
+        self.special_token_ids = sorted({int(i) for i in special_token_ids})
+        self.masked_lm_prob = float(masked_lm_prob)
+        self.max_predictions_per_seq = int(max_predictions_per_seq)
+        self.mask_token_rate = float(mask_token_rate)
+        self.random_token_rate = float(random_token_rate)
+        self.seed = seed
+        self.count_special_tokens = count_special_tokens
+        self.rule = rule
+        if rule == "official":
+            self._generator = (tf.random.Generator.from_seed(seed) if seed is not None
+                               else tf.random.Generator.from_non_deterministic_state())
+        else:
+            self._generator = keras_hub.layers.MaskedLMMaskGenerator(
+                vocabulary_size=self.vocab_size,
+                mask_selection_rate=self.masked_lm_prob,
+                mask_token_id=self.mask_token_id,
+                mask_selection_length=self.max_predictions_per_seq,
+                unselectable_token_ids=self.special_token_ids,
+                mask_token_rate=self.mask_token_rate,
+                random_token_rate=self.random_token_rate,
+                _allow_python_workflow=False,  # the tf-text path in eager calls too (see the module docstring)
+            )
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, **kwargs):
+        """A masker with the vocabulary size and [MASK]/[CLS]/[SEP]/[PAD] ids of
+        a `kzoo.text.BertTokenizer`."""
+        special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+        return cls(tokenizer.vocab_size, tokenizer.mask_token_id, special, **kwargs)
+
+    def num_predictions(self, n):
+        """The official number of predictions for `n` counted tokens (int or
+        int tensor), before the cap by the number of candidates."""
+        n = tf.cast(n, tf.float64)
+        count = tf.maximum(tf.round(n * self.masked_lm_prob), 1.0)
+        return tf.cast(tf.minimum(count, float(self.max_predictions_per_seq)), tf.int32)
+
+    def __call__(self, features):
+        word_ids = tf.cast(features["input_word_ids"], tf.int32)
+        unbatched = word_ids.shape.rank == 1
+        input_mask = tf.cast(features["input_mask"], tf.int32)
+        if unbatched:
+            word_ids, input_mask = word_ids[tf.newaxis], input_mask[tf.newaxis]
+        if self.rule == "official":
+            masked, positions, ids = self._mask_official(word_ids, input_mask)
+        else:
+            masked, positions, ids = self._mask_keras_hub(word_ids)
+        if unbatched:
+            masked, positions, ids = masked[0], positions[0], ids[0]
+        return {**features, "masked_input_word_ids": masked, "masked_lm_positions": positions, "masked_lm_ids": ids}
+
+    def _mask_official(self, word_ids, input_mask):
+        P = self.max_predictions_per_seq
+        batch, length = tf.shape(word_ids)[0], tf.shape(word_ids)[1]
+        special = tf.constant(self.special_token_ids or [-1], tf.int32)
+        is_special = tf.reduce_any(word_ids[:, :, None] == special, axis=-1)
+        candidate = tf.logical_and(input_mask > 0, tf.logical_not(is_special))
+        n_candidates = tf.reduce_sum(tf.cast(candidate, tf.int32), axis=1)
+        n = tf.reduce_sum(input_mask, axis=1) if self.count_special_tokens else n_candidates
+        count = tf.minimum(self.num_predictions(n), n_candidates)
+        count = tf.where(n_candidates > 0, count, 0)
+
+        # A uniform random subset: the `count` candidates with the largest scores.
+        scores = self._generator.uniform([batch, length])
+        scores = tf.where(candidate, scores, -1.0)
+        width = tf.maximum(length, P)  # top_k needs at least P columns
+        scores = tf.pad(scores, [[0, 0], [0, width - length]], constant_values=-2.0)
+        _, order = tf.math.top_k(scores, k=P)
+        valid = tf.range(P)[None, :] < count[:, None]
+        # List the selected positions in increasing order, padding after them.
+        positions = tf.sort(tf.where(valid, order, width), axis=1)
+        positions = tf.where(valid, positions, 0)
+        original = tf.gather(word_ids, positions, batch_dims=1)
+
+        u = self._generator.uniform([batch, P])
+        random_ids = self._generator.uniform([batch, P], 0, self.vocab_size, dtype=tf.int32)
+        values = tf.where(u < self.mask_token_rate, self.mask_token_id,
+                          tf.where(u < self.mask_token_rate + self.random_token_rate, random_ids, original))
+        hit = tf.one_hot(positions, length, dtype=tf.int32) * tf.cast(valid, tf.int32)[:, :, None]  # [b, P, seq]
+        selected = tf.reduce_sum(hit, axis=1) > 0
+        masked = tf.where(selected, tf.reduce_sum(hit * values[:, :, None], axis=1), word_ids)
+        ids = tf.where(valid, original, IGNORE_LABEL)
+        return masked, tf.ensure_shape(positions, [None, P]), tf.ensure_shape(ids, [None, P])
+
+    def _mask_keras_hub(self, word_ids):
+        out = self._generator(word_ids)
+        valid = out["mask_weights"] > 0
+        positions = tf.where(valid, tf.cast(out["mask_positions"], tf.int32), 0)
+        ids = tf.where(valid, tf.cast(out["mask_ids"], tf.int32), IGNORE_LABEL)
+        P = self.max_predictions_per_seq
+        return tf.cast(out["token_ids"], tf.int32), tf.ensure_shape(positions, [None, P]), tf.ensure_shape(ids, [None, P])
+
+    def dataset(self, dataset):
+        """Maps a dataset of features dicts, or of (features, ...) tuples,
+        through the masker (sequentially, so a seeded masker is reproducible)."""
+        if isinstance(dataset.element_spec, tuple):
+            return dataset.map(lambda features, *rest: (self(features),) + tuple(rest))
+        return dataset.map(self)
