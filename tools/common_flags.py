@@ -3,6 +3,8 @@ training schedule); each script adds its task's own flags."""
 
 from absl import flags
 
+from kzoo.training.optimization import SCHEDULES
+from kzoo.training.recipe import ADAPTER_TYPES
 from kzoo.training.strategy import STRATEGIES
 
 COMMON = ("init_checkpoint", "bert_config_file", "vocab_file", "learning_rate", "num_train_epochs",
@@ -23,6 +25,44 @@ def define_common_flags(defaults):
     flags.DEFINE_enum("distribution_strategy", defaults.distribution_strategy, list(STRATEGIES),
                       "tf.distribute strategy; batch sizes are global (split across replicas).")
     flags.DEFINE_integer("verbose", defaults.verbose, "Keras progress: 1 progress bar, 2 one line per epoch.")
+
+
+def define_adaptation_flags(defaults):
+    """The flags of `kzoo.training.AdaptationOptions` (every fine-tuning script)."""
+    D = defaults
+    flags.DEFINE_enum("adapter_type", D.adapter_type, list(ADAPTER_TYPES),
+                      "Bottleneck adapters in every block: houlsby (after attention and feed-forward) or pfeiffer "
+                      "(after feed-forward). Turns on parameter-efficient training: only adapters/LoRA, the "
+                      "encoder's LayerNorms, the pooler and the task head train.")
+    flags.DEFINE_integer("adapter_size", D.adapter_size, "Adapter bottleneck width.")
+    flags.DEFINE_integer("lora_rank", D.lora_rank, "LoRA rank on --lora_targets of every block (0: off); "
+                         "parameter-efficient training as with adapters; folded into the kernels for export.")
+    flags.DEFINE_float("lora_alpha", D.lora_alpha, "LoRA scale: delta W = alpha / rank * A B (default alpha = rank).")
+    flags.DEFINE_string("lora_targets", D.lora_targets, "Comma-separated LoRA targets: query, key, value, "
+                        "attention_output, intermediate, output.")
+    flags.DEFINE_bool("train_layer_norms", D.train_layer_norms, "With adapters or LoRA, also train the encoder's "
+                      "LayerNorms.")
+    flags.DEFINE_integer("freeze_layers", D.freeze_layers, "0: nothing frozen; -1: the embeddings frozen, every "
+                         "block trainable; k > 0: the embeddings and the lowest k blocks frozen.")
+    flags.DEFINE_bool("feature_extraction", D.feature_extraction, "Freeze the whole encoder (pooler included) and "
+                      "train only the task head.")
+    flags.DEFINE_bool("gradual_unfreezing", D.gradual_unfreezing, "Start with only the head trainable and unfreeze "
+                      "one more block from the top every --unfreezing_interval (ULMFiT), the embeddings last.")
+    flags.DEFINE_integer("unfreezing_interval", D.unfreezing_interval, "Length of a gradual-unfreezing stage.")
+    flags.DEFINE_enum("unfreezing_unit", D.unfreezing_unit, ["epoch", "step"], "Unit of --unfreezing_interval.")
+    flags.DEFINE_bool("chain_thaw", D.chain_thaw, "With --gradual_unfreezing: chain-thaw order (head alone, each "
+                      "layer alone from the bottom, then everything; Felbo et al. 2017).")
+    flags.DEFINE_float("layerwise_lr_decay", D.layerwise_lr_decay, "Discriminative learning rates: block l of L "
+                       "gets lr * decay^(L-l), the embeddings lr * decay^L, pooler and head lr (1.0: off). "
+                       "Per-group rates go to TensorBoard (logs/learning_rates).")
+    flags.DEFINE_enum("lr_schedule", D.lr_schedule, list(SCHEDULES), "linear: warm-up then linear decay to 0 "
+                      "(BERT); slanted_triangular: ULMFiT (the warm-up proportion is its cut fraction); cosine: "
+                      "warm-up then cosine decay to 0.")
+    flags.DEFINE_float("weight_decay", D.weight_decay, "AdamW decoupled weight decay (never on biases and "
+                       "LayerNorm parameters).")
+    flags.DEFINE_float("l2sp_alpha", D.l2sp_alpha, "L2-SP: alpha/2 ||w - w_pretrained||^2 on the pretrained "
+                       "encoder (Li et al. 2018); combine with --weight_decay=0.")
+    flags.DEFINE_float("l2sp_beta", D.l2sp_beta, "L2-SP: beta/2 ||w||^2 on the new weights (head, adapters, LoRA).")
 
 
 def run_from_flags(run_class):

@@ -41,6 +41,7 @@ flags.DEFINE_bool("fine_labels", False, "TREC: the 50 fine classes (LOC:city) in
 flags.DEFINE_bool("skip_malformed", False, "Drop malformed rows and log how many, instead of failing on the "
                   "first one (the error names file and line).")
 common_flags.define_common_flags(D)
+common_flags.define_adaptation_flags(D)
 flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
 flags.DEFINE_integer("max_seq_length", D.max_seq_length, "Longest packed input, in wordpieces; longer inputs are "
                      "truncated (pairs longest-first, as the official code).")
@@ -58,6 +59,18 @@ flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, per-epoch weigh
 flags.DEFINE_string("export_dir", D.export_dir, "SavedModel base path; each run adds the next integer version. "
                     "Empty to skip the export.")
 flags.DEFINE_string("predict_text", D.predict_text, "A sentence predicted through the exported signature.")
+flags.DEFINE_float("aux_mlm_weight", D.aux_mlm_weight, "Auxiliary masked-LM loss on the task's own text: loss = "
+                   "task + weight * MLM, with 15%% of each batch's wordpieces re-masked every epoch (0: off).")
+flags.DEFINE_float("masked_lm_prob", D.masked_lm_prob, "Auxiliary MLM: share of wordpieces masked.")
+flags.DEFINE_integer("max_predictions_per_seq", D.max_predictions_per_seq, "Auxiliary MLM: most masked wordpieces "
+                     "per example.")
+flags.DEFINE_string("teacher_model_dir", D.teacher_model_dir, "Distil from the classifier fine-tuned in this "
+                    "--model_dir of an earlier run (same labels): the student starts from its lowest "
+                    "--student_num_layers blocks and learns its soft targets mixed with the labels.")
+flags.DEFINE_integer("student_num_layers", D.student_num_layers, "Distillation: student depth (0: the teacher's).")
+flags.DEFINE_float("distill_temperature", D.distill_temperature, "Distillation: softmax temperature.")
+flags.DEFINE_float("distill_alpha", D.distill_alpha, "Distillation: weight of the soft-target loss (1 - alpha on "
+                   "the labels).")
 
 
 def main(argv):

@@ -44,6 +44,7 @@ flags.DEFINE_float("null_score_diff_threshold", D.null_score_diff_threshold,
                    "SQuAD 2.0: predict no answer when the [CLS] score minus the best answer's score is above "
                    "this (tune it on null_odds.json).")
 common_flags.define_common_flags(D)
+common_flags.define_adaptation_flags(D)
 flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
 flags.DEFINE_bool("do_lower_case", None, "Lower-case and strip accents (uncased models). Unset: the checkpoint's "
                   "casing (tokenizer_config.json, else its folder name).")

@@ -33,6 +33,7 @@ flags.DEFINE_integer("token_column", D.token_column, "0-based column of the toke
 flags.DEFINE_integer("tag_column", D.tag_column, "0-based column of the tag; -1, the last, fits CoNLL-2003's four "
                      "columns and two-column token/tag files.")
 common_flags.define_common_flags(D)
+common_flags.define_adaptation_flags(D)
 flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
 flags.DEFINE_integer("max_seq_length", D.max_seq_length, "Most wordpieces per sentence, [CLS] and [SEP] included; "
                      "longer sentences lose trailing words (logged; those words are predicted 'O').")

@@ -39,7 +39,8 @@ def classification_dataset(texts, labels, tokenizer, packer, batch_size, texts_b
 
     Args:
         texts, texts_b: lists of str (texts_b for pair tasks).
-        labels: int label ids, or None for prediction (features only).
+        labels: int label ids, a dict of per-example arrays (for models with
+            several outputs), or None for prediction (features only).
         tokenizer: a `kzoo.text.BertTokenizer`.
         packer: a `kzoo.text.BertPacker` (fixed length for static shapes).
         batch_size: examples per batch.
@@ -50,7 +51,11 @@ def classification_dataset(texts, labels, tokenizer, packer, batch_size, texts_b
             bucketing; computed when not given.
     """
     columns = (list(texts),) if texts_b is None else (list(texts), list(texts_b))
-    elements = (columns,) if labels is None else (columns, tf.constant(labels, tf.int32))
+    if labels is not None:
+        # int label ids, or a dict of per-example arrays (e.g. label ids and a teacher's logits)
+        labels = (tf.nest.map_structure(tf.constant, labels) if isinstance(labels, dict)
+                  else tf.constant(labels, tf.int32))
+    elements = (columns,) if labels is None else (columns, labels)
     if bucket_boundaries:
         if lengths is None:
             lengths = sum(token_lengths(list(c), tokenizer) for c in columns)

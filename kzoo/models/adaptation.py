@@ -22,7 +22,6 @@ name loses its counter (`dense_7` -> `dense`) and siblings that would then
 collide are numbered in tracking order (`dense`, `dense#1`).
 """
 
-import copy
 import os
 import re
 import tempfile

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import keras
 
@@ -37,3 +38,30 @@ def save_model(model, model_dir, **json_files):
     os.replace(tmp, os.path.join(model_dir, "model.keras"))
     for name, value in json_files.items():
         write_json_atomically(os.path.join(model_dir, f"{name}.json"), value)
+
+
+def save_tokenizer(vocab_file, lower_case, model_dir):
+    """Copies the vocabulary to `<model_dir>/vocab.txt` and writes
+    `<model_dir>/tokenizer.json` ({"vocab_file": "vocab.txt", "lower_case": ...}),
+    so a model_dir is enough to tokenise for the saved model (ensembles,
+    teachers, later exports)."""
+    target = os.path.join(model_dir, "vocab.txt")
+    if os.path.abspath(vocab_file) != os.path.abspath(target):
+        tmp = f"{target}.tmp-{os.getpid()}"
+        shutil.copyfile(vocab_file, tmp)
+        os.replace(tmp, target)
+    write_json_atomically(os.path.join(model_dir, "tokenizer.json"),
+                          {"vocab_file": "vocab.txt", "lower_case": bool(lower_case)})
+    return target
+
+
+def load_tokenizer(model_dir):
+    """The `kzoo.text.BertTokenizer` saved beside a model by `save_tokenizer`."""
+    from kzoo.text import BertTokenizer
+
+    path = os.path.join(model_dir, "tokenizer.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{path} not found: {model_dir} was not written by a kzoo fine-tuning run")
+    with open(path, encoding="utf-8") as f:
+        spec = json.load(f)
+    return BertTokenizer(os.path.join(model_dir, spec["vocab_file"]), lower_case=spec["lower_case"])

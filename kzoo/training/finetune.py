@@ -1,6 +1,7 @@
 """Fine-tune a pretrained encoder as a text classifier, evaluate, export."""
 
 import dataclasses
+import json
 import os
 import time
 
@@ -10,15 +11,21 @@ import tensorflow as tf
 from absl import logging
 
 from kzoo import checkpoints, data, export, models, text
+from kzoo.data.masking import MLMMasker
+from kzoo.models import distillation, multitask
+from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
+from kzoo.training.freezing import count_parameters, layer_groups
 from kzoo.training.metrics import task_metrics
-from kzoo.training.common import save_model, standard_callbacks
-from kzoo.training.optimization import create_optimizer
+from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation, serving_model
 from kzoo.training.strategy import get_strategy
 
 
 @dataclasses.dataclass
-class ClassifierRun:
+class ClassifierRun(AdaptationOptions):
     """What to fine-tune on what; the defaults are the quickstart.
+
+    The adaptation fields (adapters, LoRA, freezing, schedules, layer-wise
+    learning rates, L2-SP) are those of `kzoo.training.AdaptationOptions`.
 
     Attributes:
         task: sst2, cola, mrpc, trec, or a generic format: tsv, csv, jsonl
@@ -55,6 +62,18 @@ class ClassifierRun:
         export_dir: the SavedModel base path; empty skips the export.
         predict_text: a raw sentence sent through the exported signature.
         verbose: Keras progress output (1: bar, 2: a line per epoch).
+        aux_mlm_weight: lambda of an auxiliary masked-LM loss on the task's
+            own text (loss = task + lambda * MLM; 0: off). Each batch is also
+            encoded with 15% of its wordpieces masked (re-drawn every epoch).
+        masked_lm_prob, max_predictions_per_seq: masking rate and cap of the
+            auxiliary MLM.
+        teacher_model_dir: distil from the classifier fine-tuned in this
+            model_dir (its `model.keras`): the student starts from the
+            teacher's lowest `student_num_layers` blocks and learns from the
+            teacher's soft targets mixed with the hard labels.
+        student_num_layers: student depth (0: as deep as the teacher).
+        distill_temperature: softmax temperature of the soft targets.
+        distill_alpha: weight of the soft-target loss (1 - alpha on the labels).
     """
 
     task: str = "tsv"
@@ -86,6 +105,13 @@ class ClassifierRun:
     export_dir: str = os.path.join("savedmodels", "intents")
     predict_text: str = "wake me up at 6:30 tomorrow"
     verbose: int = 1
+    aux_mlm_weight: float = 0.0
+    masked_lm_prob: float = 0.15
+    max_predictions_per_seq: int = 20
+    teacher_model_dir: str = None
+    student_num_layers: int = 0
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.5
 
 
 BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
@@ -112,6 +138,9 @@ def read_inputs(run):
 def run_classifier(run):
     """Fine-tunes, evaluates, predicts and exports; returns a dict of results."""
     keras.utils.set_random_seed(run.seed)
+    run.validate()
+    if run.aux_mlm_weight and run.teacher_model_dir:
+        raise ValueError("aux_mlm_weight and teacher_model_dir: use one of the two extra training signals")
     train, evaluation, predict, label_names = read_inputs(run)
     spec = data.TASKS[run.task]
     logging.info("%s %s: %d train / %d evaluation examples, %d labels %s", run.task, run.train_file, len(train),
@@ -120,8 +149,12 @@ def run_classifier(run):
     strategy = get_strategy(run.distribution_strategy)
     with strategy.scope():
         pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
-                                                 vocab_file=run.vocab_file)
-        model = models.bert_classifier(pretrained.encoder, num_classes=len(label_names))
+                                                 vocab_file=run.vocab_file, **run.encoder_kwargs())
+        teacher = load_teacher(run.teacher_model_dir, label_names) if run.teacher_model_dir else None
+        if teacher is not None:
+            model = distillation.student_from_teacher(teacher, run.student_num_layers or _num_blocks(teacher))
+        else:
+            model = models.bert_classifier(pretrained.encoder, num_classes=len(label_names))
     tokenizer = text.BertTokenizer(pretrained.vocab_file, lower_case=pretrained.lower_case)
     packer = text.BertPacker.from_tokenizer(tokenizer, run.max_seq_length, dynamic_length=not run.static_shapes)
     buckets = None if run.static_shapes or not run.bucket_by_length else [
@@ -132,12 +165,6 @@ def run_classifier(run):
     steps_per_epoch = data.num_batches(lengths if buckets else np.zeros(len(train)), run.train_batch_size, buckets,
                                        drop_remainder=run.static_shapes)
     steps = steps_per_epoch * run.num_train_epochs
-    with strategy.scope():
-        model.compile(
-            optimizer=create_optimizer(run.learning_rate, steps, int(steps * run.warmup_proportion)),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=task_metrics(spec.metrics, len(label_names)),
-        )
 
     def dataset(examples, labels, batch_size, training):
         return data.classification_dataset(
@@ -145,20 +172,56 @@ def run_classifier(run):
             seed=run.seed, drop_remainder=training and run.static_shapes,
             bucket_boundaries=buckets if training else None, lengths=lengths if training else None)
 
-    train_ds = dataset(train, train.label_ids(label_names), run.train_batch_size, training=True)
-    eval_ds = dataset(evaluation, evaluation.label_ids(label_names), run.eval_batch_size, training=False)
+    metrics = task_metrics(spec.metrics, len(label_names))
+    task_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    train_labels, eval_labels = train.label_ids(label_names), evaluation.label_ids(label_names)
+    with strategy.scope():
+        train_model, loss, loss_weights = model, task_loss, None
+        if run.aux_mlm_weight:
+            train_model = multitask.with_auxiliary_mlm(model)
+            (mlm_loss, loss_weights) = multitask.auxiliary_mlm_losses(run.aux_mlm_weight)
+            loss = dict(mlm_loss, logits=task_loss)
+            metrics = {"logits": metrics}
+        elif teacher is not None:
+            train_model = distillation.distillation_model(model)
+            loss, loss_weights = distillation.distillation_losses(run.distill_temperature, run.distill_alpha)
+            metrics = {"logits": metrics}
+        optimizer, adaptation_callbacks = prepare_training(
+            model, run, run.learning_rate, steps, int(steps * run.warmup_proportion),
+            os.path.join(run.model_dir, "logs"))
+        train_model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics)
+    trainable_parameters, total_parameters = count_parameters(model)
+
+    if teacher is not None:  # soft targets, computed once, in example order
+        def soft(examples, labels):
+            logits = distillation.teacher_logits(teacher, dataset(examples, None, run.eval_batch_size, False))
+            return {"logits": np.asarray(labels, "int32"), "distill": logits.astype("float32")}
+        train_labels, eval_labels = soft(train, train_labels), soft(evaluation, eval_labels)
+    train_ds = dataset(train, train_labels, run.train_batch_size, training=True)
+    eval_ds = dataset(evaluation, eval_labels, run.eval_batch_size, training=False)
+    if run.aux_mlm_weight:
+        masker = MLMMasker(tokenizer.vocab_size, tokenizer.mask_token_id,
+                           [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id],
+                           masked_lm_prob=run.masked_lm_prob, max_predictions_per_seq=run.max_predictions_per_seq,
+                           seed=run.seed)
+        train_ds = multitask.auxiliary_mlm_dataset(train_ds, masker)
+        eval_ds = multitask.auxiliary_mlm_dataset(eval_ds, masker)
 
     os.makedirs(run.model_dir, exist_ok=True)
     start = time.time()
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=run.num_train_epochs,
-                        callbacks=standard_callbacks(run.model_dir),
-                        shuffle=False,  # the dataset reshuffles itself every epoch
-                        verbose=run.verbose)
+    history = train_model.fit(train_ds, validation_data=eval_ds, epochs=run.num_train_epochs,
+                              callbacks=adaptation_callbacks + standard_callbacks(run.model_dir),
+                              shuffle=False,  # the dataset reshuffles itself every epoch
+                              verbose=run.verbose)
     train_seconds = time.time() - start
-    metrics = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    plain_eval_ds = dataset(evaluation, evaluation.label_ids(label_names), run.eval_batch_size, training=False)
+    if train_model is not model:
+        model.compile(loss=task_loss, metrics=task_metrics(spec.metrics, len(label_names)))
+    metrics = model.evaluate(plain_eval_ds, verbose=0, return_dict=True)
     metrics = {name: float(value) for name, value in metrics.items()}
     logging.info("evaluation after %.0f s of training (%d examples): %s", train_seconds, len(evaluation), metrics)
     save_model(model, run.model_dir, labels=label_names)
+    save_tokenizer(pretrained.vocab_file, pretrained.lower_case, run.model_dir)
 
     result = {
         "task": run.task,
@@ -170,6 +233,10 @@ def run_classifier(run):
         "history": history.history,
         "label_names": label_names,
         "export_path": None,
+        "adaptation_weights": save_adaptation(model, run, run.model_dir),
+        "trainable_parameters": trainable_parameters,  # at the start (gradual unfreezing: all of them)
+        "total_parameters": total_parameters,
+        "model": model,
     }
     if predict is not None:
         path = run.output_predictions or os.path.join(run.model_dir, "predictions.tsv")
@@ -177,8 +244,8 @@ def run_classifier(run):
         write_predictions(path, predict.ids, label_names, tf.nn.softmax(logits).numpy())
         result["predictions_file"] = path
     if run.export_dir:
-        path = export.export_classifier(model, tokenizer, label_names, run.export_dir, run.max_seq_length,
-                                        pair=evaluation.texts_b is not None)
+        path = export.export_classifier(serving_model(model, run), tokenizer, label_names, run.export_dir,
+                                        run.max_seq_length, pair=evaluation.texts_b is not None)
         result["export_path"] = path
         logging.info("exported SavedModel to %s", path)
         if run.predict_text and evaluation.texts_b is None:
@@ -190,6 +257,27 @@ def run_classifier(run):
                 "probability": float(out["probabilities"][0, out["label_ids"][0]]),
             }
     return result
+
+
+def _num_blocks(classifier):
+    return sum(name.startswith("layer_") for name in layer_groups(classifier))
+
+
+def load_teacher(model_dir, label_names):
+    """The fine-tuned classifier saved in `model_dir` by `run_classifier`;
+    its labels must be the run's."""
+    path = os.path.join(model_dir, "model.keras")
+    labels_path = os.path.join(model_dir, "labels.json")
+    for p in (path, labels_path):
+        if not os.path.exists(p):
+            raise ValueError(f"teacher_model_dir: {p} not found (a model_dir written by run_classifier)")
+    with open(labels_path, encoding="utf-8") as f:
+        teacher_labels = json.load(f)
+    if list(teacher_labels) != list(label_names):
+        raise ValueError(f"{labels_path}: the teacher's labels {teacher_labels} differ from this task's {label_names}")
+    teacher = keras.models.load_model(path, compile=False)
+    teacher.trainable = False
+    return teacher
 
 
 def write_predictions(path, ids, label_names, probabilities):

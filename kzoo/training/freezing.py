@@ -29,7 +29,8 @@ def layer_groups(model):
     "layer_{i}" -> [block i] and "head" -> [every other layer of the model].
 
     "head" holds the encoder's pooler and final LayerNorm and every layer
-    outside the encoder. Every layer with weights is in exactly one group.
+    outside the encoder, however deeply nested (e.g. a classifier inside a
+    multi-task training model). Every variable is in exactly one group.
     """
     encoder = find_encoder(model)
     groups = collections.OrderedDict()
@@ -39,14 +40,12 @@ def layer_groups(model):
         groups[f"layer_{i}"] = [block]
     inside = {id(l) for g in groups.values() for l in g}
     head = [l for l in encoder.layers if id(l) not in inside and l.weights]
-    if model is not encoder:
-        head += [l for l in model.layers if l is not encoder and l.weights and not _contains(l, encoder)]
+    in_encoder = {id(l) for l in encoder._flatten_layers(include_self=True, recursive=True)}
+    for layer in model._flatten_layers(include_self=False, recursive=True):  # task layers, at any depth
+        if id(layer) not in in_encoder and not isinstance(layer, keras.Model) and layer.weights:
+            head.append(layer)
     groups["head"] = head
     return groups
-
-
-def _contains(layer, target):
-    return any(sub is target for sub in layer._flatten_layers(include_self=False, recursive=True))
 
 
 def group_variables(groups):

@@ -14,16 +14,18 @@ from absl import logging
 
 from kzoo import checkpoints, models, text
 from kzoo.text import squad
-from kzoo.training.common import save_model, standard_callbacks, write_json_atomically
-from kzoo.training.optimization import create_optimizer
+from kzoo.training.common import save_model, save_tokenizer, standard_callbacks, write_json_atomically
+from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation
 from kzoo.training.strategy import get_strategy
 
 _DICT_SOURCE = "<SQuAD dict>"  # what kzoo.text.squad calls a parsed dict in its errors
 
 
 @dataclasses.dataclass
-class SquadRun:
+class SquadRun(AdaptationOptions):
     """What to fine-tune on what; the defaults are the official run_squad.py's.
+    The adaptation fields (adapters, LoRA, freezing, schedules, layer-wise
+    learning rates, L2-SP) are those of `kzoo.training.AdaptationOptions`.
 
     Attributes:
         train_file: SQuAD JSON training file.
@@ -246,6 +248,7 @@ def run_squad(run):
         `nbest_file` and `null_odds_file` (None for SQuAD 1.1).
     """
     keras.utils.set_random_seed(run.seed)
+    run.validate()
     inputs = read_inputs(run)
     logging.info("%s: %d training questions (%d skipped answers); %s: %d questions to predict%s",
                  run.train_file, len(inputs.train_examples), inputs.num_skipped, inputs.eval_source,
@@ -254,7 +257,7 @@ def run_squad(run):
     strategy = get_strategy(run.distribution_strategy)
     with strategy.scope():
         pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
-                                                 vocab_file=run.vocab_file)
+                                                 vocab_file=run.vocab_file, **run.encoder_kwargs())
         model = models.bert_span_labeler(pretrained.encoder)
     lower_case = pretrained.lower_case if run.do_lower_case is None else run.do_lower_case
     tokenizer = text.BertTokenizer(pretrained.vocab_file, lower_case=lower_case)
@@ -270,18 +273,23 @@ def run_squad(run):
     steps = math.ceil(len(train_features) / run.train_batch_size) * run.num_train_epochs
     with strategy.scope():
         loss, loss_weights = squad_losses(model)
-        model.compile(optimizer=create_optimizer(run.learning_rate, steps, int(steps * run.warmup_proportion)),
-                      loss=loss, loss_weights=loss_weights)
+        optimizer, adaptation_callbacks = prepare_training(
+            model, run, run.learning_rate, steps, int(steps * run.warmup_proportion),
+            os.path.join(run.model_dir, "logs"))
+        model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights)
     train_ds = squad.features_to_dataset(train_features, is_training=True, batch_size=run.train_batch_size,
                                          shuffle=True, seed=run.seed).map(_rename_labels)
 
     os.makedirs(run.model_dir, exist_ok=True)
     start = time.time()
-    history = model.fit(train_ds, epochs=run.num_train_epochs, callbacks=standard_callbacks(run.model_dir),
+    history = model.fit(train_ds, epochs=run.num_train_epochs,
+                        callbacks=adaptation_callbacks + standard_callbacks(run.model_dir),
                         shuffle=False,  # the dataset reshuffles itself every epoch
                         verbose=run.verbose)
     train_seconds = time.time() - start
     save_model(model, run.model_dir)
+    save_tokenizer(pretrained.vocab_file, lower_case, run.model_dir)
+    adaptation_weights = save_adaptation(model, run, run.model_dir)
 
     predict_ds = squad.features_to_dataset(eval_features, is_training=False, batch_size=run.predict_batch_size)
     logits = model.predict(predict_ds, verbose=0)
@@ -310,6 +318,7 @@ def run_squad(run):
         "num_eval": len(inputs.eval_examples),
         "num_eval_features": len(eval_features),
         "train_seconds": train_seconds,
+        "adaptation_weights": adaptation_weights,
         "history": history.history,
         "lower_case": lower_case,
         "predictions_file": predictions_file,

@@ -11,15 +11,17 @@ from absl import logging
 
 from kzoo import checkpoints, models, text
 from kzoo.data import conll
-from kzoo.training.common import save_model, standard_callbacks
-from kzoo.training.optimization import create_optimizer
+from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
+from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation
 from kzoo.training.strategy import get_strategy
 from kzoo.training.tagging_metrics import EntityMetricsCallback, evaluate_tagger
 
 
 @dataclasses.dataclass
-class TaggerRun:
-    """What to fine-tune on what.
+class TaggerRun(AdaptationOptions):
+    """What to fine-tune on what. The adaptation fields (adapters, LoRA,
+    freezing, schedules, layer-wise learning rates, L2-SP) are those of
+    `kzoo.training.AdaptationOptions`.
 
     Attributes:
         train_file: CoNLL training file (one token a line, whitespace-separated columns,
@@ -153,6 +155,7 @@ def read_inputs(run):
 def run_tagger(run):
     """Fine-tunes, evaluates (entity P/R/F1 every epoch) and predicts; returns a dict of results."""
     keras.utils.set_random_seed(run.seed)
+    run.validate()
     train, evaluation, predict, tag_names = read_inputs(run)
     logging.info("%s: %d train / %d evaluation sentences, %d tags %s", run.train_file, len(train[0]),
                  len(evaluation[0]), len(tag_names), tag_names)
@@ -160,7 +163,7 @@ def run_tagger(run):
     strategy = get_strategy(run.distribution_strategy)
     with strategy.scope():
         pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
-                                                 vocab_file=run.vocab_file)
+                                                 vocab_file=run.vocab_file, **run.encoder_kwargs())
         model = models.bert_token_classifier(pretrained.encoder, num_tags=len(tag_names))
     tokenizer = text.BertTokenizer(pretrained.vocab_file, lower_case=pretrained.lower_case)
 
@@ -172,13 +175,17 @@ def run_tagger(run):
     eval_data = dataset(*evaluation, run.eval_batch_size, training=False)
     steps = math.ceil(len(train[0]) / run.train_batch_size) * run.num_train_epochs
     with strategy.scope():
+        optimizer, adaptation_callbacks = prepare_training(
+            model, run, run.learning_rate, steps, int(steps * run.warmup_proportion),
+            os.path.join(run.model_dir, "logs"))
         model.compile(
-            optimizer=create_optimizer(run.learning_rate, steps, int(steps * run.warmup_proportion)),
+            optimizer=optimizer,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=conll.IGNORE_LABEL),
         )
 
     os.makedirs(run.model_dir, exist_ok=True)
     callbacks = [  # entity metrics first, so TensorBoard and History see them in the logs
+        *adaptation_callbacks,
         EntityMetricsCallback(eval_data, evaluation[1], tag_names, strict=run.strict_iob2),
         *standard_callbacks(run.model_dir),
     ]
@@ -192,12 +199,15 @@ def run_tagger(run):
                  "f1 %.4f", train_seconds, len(evaluation[0]), metrics["precision"], metrics["recall"],
                  metrics["f1"])
     save_model(model, run.model_dir, tags=tag_names)
+    save_tokenizer(pretrained.vocab_file, pretrained.lower_case, run.model_dir)
+    adaptation_weights = save_adaptation(model, run, run.model_dir)
 
     result = {
         "metrics": metrics,
         "num_train": len(train[0]),
         "num_eval": len(evaluation[0]),
         "train_seconds": train_seconds,
+        "adaptation_weights": adaptation_weights,
         "history": history.history,
         "tag_names": tag_names,
         "predictions_file": None,

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import keras
 import keras_hub
 import numpy as np
 import pytest

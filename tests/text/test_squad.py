@@ -238,7 +238,7 @@ def test_dev_features_windows_and_labels(dev_examples, dev_tokenizer):
             pieces_checked += 1
         else:
             expected = None
-        doc_ids, covered, owners = [], {}, {}
+        covered, owners = {}, {}
         for span_index, feature in enumerate(example_features):
             assert feature.doc_span_index == span_index
             doc_offset = feature.tokens.index("[SEP]") + 1

@@ -52,3 +52,32 @@ def test_bad_inputs_fail_before_training(tmp_path):
         run = _run(args + [f"--model_dir={tmp_path / 'run'}"], tmp_path, timeout=300)
         assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
         assert "Epoch 1" not in run.stdout
+
+
+def test_lora_run_saves_small_weights_and_exports_merged(tmp_path, minilm_hf_folder):
+    import keras
+    import numpy as np
+    import re
+    import tensorflow as tf
+
+    from kzoo.text import BertPacker, BertTokenizer
+
+    export_dir = tmp_path / "export"
+    run = _run(["--num_train_epochs=1", "--lora_rank=4", "--learning_rate=1e-3", f"--model_dir={tmp_path / 'run'}",
+                f"--export_dir={export_dir}", "--verbose=2"], tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    match = re.search(r"trainable parameters: ([\d,]+) of ([\d,]+) \((\d+\.\d\d)%\)", run.stderr)
+    trainable, total = (int(match.group(i).replace(",", "")) for i in (1, 2))
+    # LoRA (2 targets x 6 blocks x r(in+out)) + 13 LayerNorms + pooler + 6-class head
+    assert trainable == 2 * 6 * 4 * (384 + 384) + 13 * 2 * 384 + (384 * 384 + 384) + (384 * 6 + 6)
+    assert float(match.group(3)) == round(100 * trainable / total, 2)
+    weights = tmp_path / "run" / "adaptation_weights.npz"
+    assert os.path.getsize(weights) < os.path.getsize(tmp_path / "run" / "model.keras") / 20
+
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")  # still with LoRA
+    tokenizer = BertTokenizer(str(tmp_path / "run" / "vocab.txt"))
+    texts = ["set an alarm for 7 am", "play some jazz please"]
+    packed = BertPacker.from_tokenizer(tokenizer, 64, dynamic_length=True)(tokenizer(tf.constant(texts)))
+    expected = tf.nn.softmax(model(packed, training=False)).numpy()
+    serving = tf.saved_model.load(str(export_dir / "1")).signatures["serving_default"]
+    np.testing.assert_allclose(serving(text=tf.constant(texts))["probabilities"].numpy(), expected, atol=1e-5)

@@ -30,8 +30,11 @@ def test_squad_v1_holdout(tmp_path, minilm_hf_folder):
     train_file = shared_path("data", "squad_v1.1", "dev-v1.1-even-articles.json")
     model_dir = tmp_path / "run"
     run = _run(SMALL + [f"--train_file={train_file}", "--max_train_examples=48", "--holdout_articles=1",
-                        "--max_eval_examples=24", "--n_best_size=5", f"--model_dir={model_dir}"], tmp_path)
+                        "--max_eval_examples=24", "--n_best_size=5", f"--model_dir={model_dir}",
+                        "--layerwise_lr_decay=0.9", "--lr_schedule=cosine"], tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
+    assert "trainable parameters: " in run.stderr and "layer-wise learning rates: embeddings x0.5314" in run.stderr
+    assert os.listdir(model_dir / "logs" / "learning_rates")  # per-group rates in TensorBoard
     exact, f1, total = _evaluation(run.stdout)
     assert 0 <= exact <= 100 and 0 <= f1 <= 100 and exact <= f1 and total == 24
     assert f"predictions: {model_dir / 'predictions.json'}" in run.stdout.splitlines()

@@ -62,9 +62,12 @@ def test_train_evaluate_predict(tmp_path, minilm_hf_folder):
     model_dir = tmp_path / "run"
     run = _run([f"--train_file={train}", f"--predict_file={train}", f"--init_checkpoint={minilm_hf_folder}",
                 "--num_train_epochs=2", "--train_batch_size=8", "--eval_batch_size=16", "--max_seq_length=32",
-                "--learning_rate=1e-4", "--validation_fraction=0.2", f"--model_dir={model_dir}", "--verbose=2"],
+                "--learning_rate=1e-4", "--validation_fraction=0.2", f"--model_dir={model_dir}", "--verbose=2",
+                "--adapter_type=pfeiffer", "--adapter_size=16"],
                tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
+    assert re.search(r"trainable parameters: [\d,]+ of [\d,]+ \(\d+\.\d\d%\)", run.stderr)
+    assert os.path.exists(model_dir / "adaptation_weights.npz")  # what this task adds to the shared encoder
     lines = run.stdout.splitlines()
     evaluation = next(l for l in lines if l.startswith("evaluation: "))
     match = re.fullmatch(r"evaluation: precision (\S+), recall (\S+), f1 (\S+) \((\d+) sentences, (\d+) s training\)",

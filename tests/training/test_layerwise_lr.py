@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kzoo.models import bert_classifier, bert_encoder
+from kzoo.models import bert_classifier
 from kzoo.training.callbacks import LearningRateLogger
 from kzoo.training.optimization import (
     AdamW,
