@@ -188,7 +188,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from kzoo.configs import BertConfig
     from kzoo.models import bert_classifier
+    from kzoo.checkpoints.mapping import encoder_entries, find_encoder
     from kzoo.training.optimization import create_optimizer, layerwise_lr_groups
+    from kzoo.training.regularizers import apply_l2sp
     from tests.conftest import random_inputs
 
     config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
@@ -199,10 +201,13 @@ MIRRORED_SCRIPT = textwrap.dedent(
     keras.utils.set_random_seed(0)
     initial = bert_classifier(config, 3, dropout=0.0).get_weights()
 
-    def train(strategy, clipnorm):
+    def train(strategy, clipnorm, l2sp=False):
         with strategy.scope():
             model = bert_classifier(config, 3, dropout=0.0)
             model.set_weights(initial)
+            if l2sp:  # the penalty is added once per replica, scaled: the same update as on one device
+                pretrained = [e.variable for e in encoder_entries(find_encoder(model))]
+                apply_l2sp(model, pretrained, alpha=5.0, beta=1.0)
             groups = layerwise_lr_groups(model, decay=0.5, head_multiplier=2.0)
             optimizer = create_optimizer(1e-2, 4, 1, weight_decay=0.1, clipnorm=clipnorm, lr_multipliers=groups)
             model.compile(optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -214,16 +219,19 @@ MIRRORED_SCRIPT = textwrap.dedent(
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
     result = {}
-    for clipnorm in (None, 0.5):
-        single, single_loss = train(tf.distribute.get_strategy(), clipnorm)
-        multi, multi_loss = train(mirrored, clipnorm)
+    for clipnorm, l2sp in ((None, False), (0.5, False), (None, True)):
+        single, single_loss = train(tf.distribute.get_strategy(), clipnorm, l2sp)
+        multi, multi_loss = train(mirrored, clipnorm, l2sp)
         moved = max(float(np.max(np.abs(a - b))) for a, b in zip(single, initial))
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(single, multi))
-        result[str(clipnorm)] = {"moved": moved, "diff": diff, "loss": [single_loss, multi_loss], "weights": single}
+        result[str(clipnorm) + ("+l2sp" if l2sp else "")] = {
+            "moved": moved, "diff": diff, "loss": [single_loss, multi_loss], "weights": single}
     # The clip binds (a tight global norm changes the single-device result).
-    clip_effect = max(float(np.max(np.abs(a - b))) for a, b in zip(result["None"].pop("weights"),
-                                                                 result["0.5"].pop("weights")))
+    plain = result["None"].pop("weights")
+    clip_effect = max(float(np.max(np.abs(a - b))) for a, b in zip(plain, result["0.5"].pop("weights")))
     assert clip_effect > 1e-4, clip_effect
+    l2sp_effect = max(float(np.max(np.abs(a - b))) for a, b in zip(plain, result["None+l2sp"].pop("weights")))
+    assert l2sp_effect > 1e-4, l2sp_effect  # the penalty changes training
     print("RESULT " + json.dumps(result))
     """
 )
