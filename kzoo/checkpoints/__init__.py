@@ -1,6 +1,6 @@
 """Pretrained weights: official TF1 BERT checkpoints and Hugging Face folders."""
 
 from kzoo.checkpoints.hf import load_hf_bert
-from kzoo.checkpoints.official import load_official_bert
+from kzoo.checkpoints.official import load_official_bert, save_official_bert
 from kzoo.checkpoints.pretrained import MINILM, Pretrained, load_pretrained, minilm_folder
 from kzoo.checkpoints.report import LoadReport

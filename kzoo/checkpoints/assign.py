@@ -18,13 +18,17 @@ def assign(model, stored, unmapped, source, strict=False, encoder=None):
         strict: raise when any encoder variable gets no value.
         encoder: the encoder sub-model, when the model holds several.
 
+    The pretraining heads (`cls/predictions/*`, `cls/seq_relationship/*`)
+    are filled when the model has them and listed as unused when it does not;
+    heads the checkpoint lacks are reported as missing (new), even when strict.
     Every shape is checked before any variable is written, so a failed load
     leaves the model as it was.
     """
     encoder = encoder if encoder is not None else mapping.find_encoder(model)
     entries = mapping.encoder_entries(encoder)
+    absent = [e for e in entries if e.name not in stored]  # strict applies to the encoder only
+    entries += mapping.head_entries(model)  # pretraining heads, when the model has them
     present = [e for e in entries if e.name in stored]
-    absent = [e for e in entries if e.name not in stored]
     if strict and absent:
         raise ValueError(
             f"{source}: strict load: {len(absent)} encoder variable(s) have no value in the checkpoint: "

@@ -13,10 +13,26 @@ from kzoo.checkpoints.assign import assign
 
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
 _SECTIONS = ("embeddings.", "encoder.", "pooler.")
+# BertForPreTraining / BertForMaskedLM heads. `cls.predictions.decoder.weight` is
+# the tied word table (reported unused); `cls.predictions.decoder.bias` is the
+# same tensor as `cls.predictions.bias` (whichever comes second is unused). Torch's seq_relationship
+# weight is [2, hidden], as the official checkpoint stores it (no transpose).
+_HEADS = {
+    "cls.predictions.transform.dense.weight": ("cls/predictions/transform/dense/kernel", True),
+    "cls.predictions.transform.dense.bias": ("cls/predictions/transform/dense/bias", False),
+    "cls.predictions.transform.LayerNorm.weight": ("cls/predictions/transform/LayerNorm/gamma", False),
+    "cls.predictions.transform.LayerNorm.bias": ("cls/predictions/transform/LayerNorm/beta", False),
+    "cls.predictions.bias": ("cls/predictions/output_bias", False),
+    "cls.predictions.decoder.bias": ("cls/predictions/output_bias", False),
+    "cls.seq_relationship.weight": ("cls/seq_relationship/output_weights", False),
+    "cls.seq_relationship.bias": ("cls/seq_relationship/output_bias", False),
+}
 
 
 def official_name(hf_name):
     """(official name, transpose?) for a HF BERT weight name, or None."""
+    if hf_name in _HEADS:
+        return _HEADS[hf_name]
     name = hf_name[len("bert."):] if hf_name.startswith("bert.") else hf_name
     if not name.startswith(_SECTIONS):
         return None
@@ -87,6 +103,9 @@ def load_hf_bert(model, folder, strict=False, encoder=None):
             unmapped.append(hf_name)
             continue
         name, transpose = mapped
+        if name in stored:  # a second name for the same tensor (tied biases)
+            unmapped.append(hf_name)
+            continue
         read = (lambda a=arrays[hf_name]: a.T) if transpose else (lambda a=arrays[hf_name]: a)
         stored[name] = (hf_name, read)
     report = assign(model, stored, unmapped, path, strict=strict, encoder=encoder)

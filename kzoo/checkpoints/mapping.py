@@ -13,7 +13,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from kzoo.layers import BertEmbeddings, BertPooler, TransformerEncoderBlock
+from kzoo.layers import BertEmbeddings, BertPooler, MaskedLMHead, NextSentenceHead, TransformerEncoderBlock
 
 
 @dataclasses.dataclass
@@ -22,8 +22,9 @@ class Entry:
 
     `layout` says how official BERT stores the value: "plain" (as the
     variable), "split_out" ([in, heads*size] for a [in, heads, size] kernel or
-    [heads*size] for a [heads, size] bias) or "split_in" ([heads*size, out] for
-    a [heads, size, out] kernel).
+    [heads*size] for a [heads, size] bias), "split_in" ([heads*size, out] for
+    a [heads, size, out] kernel) or "transpose" ([out, in] for an [in, out]
+    kernel: `cls/seq_relationship/output_weights`).
     """
 
     name: str
@@ -37,7 +38,14 @@ class Entry:
             return shape[:-2] + (shape[-2] * shape[-1],)
         if self.layout == "split_in":
             return (shape[0] * shape[1],) + shape[2:]
+        if self.layout == "transpose":
+            return shape[::-1]
         return shape
+
+    def to_official(self, value):
+        """The variable's value (numpy) in the checkpoint's layout."""
+        value = np.asarray(value)
+        return value.T if self.layout == "transpose" else value.reshape(self.stored_shape)
 
 
 def find_encoder(model):
@@ -102,6 +110,37 @@ def encoder_entries(encoder):
     return entries
 
 
+def head_entries(model):
+    """Lists (official name, variable) for the pretraining heads in `model`:
+    the masked-LM head (`cls/predictions/*`) and the next-sentence head
+    (`cls/seq_relationship/*`), when it has them (at most one of each)."""
+    layers = [model] + list(model._flatten_layers(include_self=False, recursive=True))
+    mlm = [l for l in layers if isinstance(l, MaskedLMHead)]
+    nsp = [l for l in layers if isinstance(l, NextSentenceHead)]
+    if len(mlm) > 1 or len(nsp) > 1:
+        raise ValueError(f"model {model.name!r} has {len(mlm)} masked-LM and {len(nsp)} next-sentence heads; "
+                         "the official checkpoint names fit at most one of each")
+    entries = []
+    for head in mlm:
+        if not head.built:
+            raise ValueError(f"masked-LM head {head.name!r} is not built yet")
+        entries += [
+            Entry("cls/predictions/transform/dense/kernel", head.transform.kernel),
+            Entry("cls/predictions/transform/dense/bias", head.transform.bias),
+            Entry("cls/predictions/transform/LayerNorm/gamma", head.transform_layer_norm.gamma),
+            Entry("cls/predictions/transform/LayerNorm/beta", head.transform_layer_norm.beta),
+            Entry("cls/predictions/output_bias", head.output_bias),
+        ]
+    for head in nsp:
+        if not head.built:
+            raise ValueError(f"next-sentence head {head.name!r} is not built yet")
+        entries += [
+            Entry("cls/seq_relationship/output_weights", head.dense.kernel, "transpose"),
+            Entry("cls/seq_relationship/output_bias", head.dense.bias),
+        ]
+    return entries
+
+
 def checked_value(entry, value, source):
     """Checks a stored official-layout array and reshapes it to the variable.
 
@@ -114,4 +153,6 @@ def checked_value(entry, value, source):
             f"{source}: shape mismatch for {entry.name}: checkpoint has {list(value.shape)}, "
             f"model variable {entry.variable.path} needs {list(entry.stored_shape)}"
         )
+    if entry.layout == "transpose":
+        value = value.T
     return value.reshape(tuple(entry.variable.shape)).astype(entry.variable.dtype)

@@ -10,9 +10,13 @@ got no value.
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
+from kzoo.checkpoints import mapping
 from kzoo.checkpoints.assign import WORD_EMBEDDINGS, assign
+
+CHECKPOINT_NAME = "bert_model.ckpt"
 
 
 def resolve_prefix(path):
@@ -74,3 +78,52 @@ def _scope(names, prefix):
         if name.endswith(WORD_EMBEDDINGS):
             return name[: -len(WORD_EMBEDDINGS)]
     return ""
+
+
+def official_arrays(model, encoder=None):
+    """{official name: numpy array in the official layout} for the encoder and
+    the pretraining heads (when present) in `model`."""
+    encoder = encoder if encoder is not None else mapping.find_encoder(model)
+    entries = mapping.encoder_entries(encoder) + mapping.head_entries(model)
+    return {e.name: e.to_official(np.asarray(e.variable.numpy(), dtype=np.float32)) for e in entries}
+
+
+def save_official_bert(model, ckpt_prefix, encoder=None):
+    """Writes the encoder (and pretraining heads) of `model` as an official
+    google-research/bert checkpoint (TF1 names, official layouts).
+
+    The result loads with `load_official_bert` / `load_pretrained` (with a
+    `bert_config.json` beside it) and with google-research/bert's own
+    `init_from_checkpoint`. Adapters and LoRA are not official names: merge
+    LoRA first (`kzoo.models.merge_lora`); adapter weights are not written.
+    The files are written under a temporary prefix in the same folder and
+    renamed into place (data before index), so a reader never sees a
+    half-written checkpoint at `ckpt_prefix`; a `checkpoint` state file
+    naming it is written too.
+
+    Args:
+        model: a keras.Model containing one kzoo BERT encoder.
+        ckpt_prefix: e.g. `<folder>/bert_model.ckpt`.
+        encoder: the encoder sub-model, when `model` holds several.
+
+    Returns:
+        The prefix written.
+    """
+    ckpt_prefix = os.fspath(ckpt_prefix)
+    folder = os.path.dirname(os.path.abspath(ckpt_prefix))
+    os.makedirs(folder, exist_ok=True)
+    arrays = official_arrays(model, encoder)
+    names = sorted(arrays)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(ckpt_prefix)}")
+    tf.raw_ops.SaveV2(prefix=tmp, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(arrays[n]) for n in names])
+    data = [f for f in os.listdir(folder) if f.startswith(os.path.basename(tmp) + ".data-")]
+    for f in sorted(data):
+        os.replace(os.path.join(folder, f), ckpt_prefix + f[len(os.path.basename(tmp)):])
+    os.replace(tmp + ".index", ckpt_prefix + ".index")
+    state = os.path.join(folder, "checkpoint")
+    with open(state + ".tmp", "w", encoding="utf-8") as f:
+        name = os.path.basename(ckpt_prefix)
+        f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+    os.replace(state + ".tmp", state)
+    return ckpt_prefix

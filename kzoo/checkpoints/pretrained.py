@@ -46,6 +46,7 @@ class Pretrained:
     report: LoadReport
     source: str
     format: str  # "official" or "hf"
+    pretrainer: object = None  # a BertPretrainer with the heads loaded, when asked for (with_heads=True)
 
 
 def detect_format(source):
@@ -63,29 +64,59 @@ def detect_format(source):
 
 
 def _lower_case(folder):
-    """do_lower_case from tokenizer_config.json; else guessed from the folder name."""
-    path = os.path.join(folder, "tokenizer_config.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f).get("do_lower_case")
-        if isinstance(value, bool):
-            return value
+    """do_lower_case from tokenizer_config.json (HF) or lower_case from
+    tokenizer.json (kzoo); else guessed from the folder name."""
+    for name, key in (("tokenizer_config.json", "do_lower_case"), ("tokenizer.json", "lower_case")):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                value = json.load(f)
+            value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, bool):
+                return value
     name = os.path.basename(os.path.abspath(folder)).lower()
     return not ("cased" in name and "uncased" not in name)
 
 
-def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=None, **encoder_kwargs):
+def _has_nsp_head(fmt, weights):
+    """Whether the checkpoint holds BERT's next-sentence head."""
+    import tensorflow as tf
+
+    from kzoo.checkpoints.hf import weights_file
+
+    if fmt == "official":
+        return any(n.endswith("cls/seq_relationship/output_weights")
+                   for n in tf.train.load_checkpoint(weights).get_variable_to_shape_map())
+    path = weights_file(weights)
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="numpy") as f:
+            return "cls.seq_relationship.weight" in f.keys()
+    return False
+
+
+def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=None, with_heads=False, nsp=None,
+                    **encoder_kwargs):
     """Builds a kzoo encoder from a pretrained source and loads its weights.
 
     Args:
         source: official folder / prefix, HF folder, or "minilm".
         strict: fail when any encoder variable is not in the checkpoint.
         config_file, vocab_file: override the files found beside the weights.
+        with_heads: also build a `kzoo.models.bert_pretrainer` on the encoder
+            and load BERT's pretraining heads (`cls/predictions/*`,
+            `cls/seq_relationship/*`) into it (`Pretrained.pretrainer`). Heads
+            the checkpoint lacks are new (random) and listed in
+            `report.missing`.
+        nsp: with heads, whether the pretrainer has the next-sentence head
+            (None: when the checkpoint has one).
         **encoder_kwargs: passed to `kzoo.models.bert_encoder` (e.g.
             `seq_length`, `dropout`).
 
     Returns:
-        A `Pretrained` with the encoder, config, vocab file, casing and report.
+        A `Pretrained` with the encoder, config, vocab file, casing and report
+        (and the pretrainer with `with_heads=True`).
 
     Example:
     >>> pretrained = load_pretrained("minilm")  # doctest: +SKIP
@@ -102,6 +133,12 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
     if not os.path.exists(vocab_file):
         raise ValueError(f"{vocab_file}: vocab file not found (pass vocab_file=)")
     encoder = bert_encoder(config, **encoder_kwargs)
+    model = encoder
+    if with_heads:
+        from kzoo.models.pretrainer import bert_pretrainer
+
+        model = bert_pretrainer(encoder, nsp=_has_nsp_head(fmt, weights) if nsp is None else nsp)
     load = load_official_bert if fmt == "official" else load_hf_bert
-    report = load(encoder, weights, strict=strict)
-    return Pretrained(encoder, config, vocab_file, _lower_case(folder), report, os.fspath(source), fmt)
+    report = load(model, weights, strict=strict, encoder=encoder)
+    return Pretrained(encoder, config, vocab_file, _lower_case(folder), report, os.fspath(source), fmt,
+                      pretrainer=model if with_heads else None)

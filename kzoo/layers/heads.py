@@ -1,4 +1,5 @@
-"""Heads on top of a BERT encoder: the pooler and the classification head."""
+"""Heads on top of a BERT encoder: the pooler, classification, span, tagging
+and next-sentence-prediction heads (the masked-LM head is in masked_lm.py)."""
 
 import keras
 
@@ -134,3 +135,43 @@ class TokenClassificationHead(ClassificationHead):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_classes,)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class NextSentenceHead(keras.layers.Layer):
+    """BERT's next-sentence-prediction head: a dense layer from the pooled
+    output to 2 logits (index 0: B follows A, 1: B is a random sentence, as
+    google-research/bert's `is_random_next`), float32 out.
+
+    The official checkpoint stores the kernel transposed, as
+    `cls/seq_relationship/output_weights` [2, hidden] (with
+    `cls/seq_relationship/output_bias` [2]); the assignment map transposes it.
+
+    Args:
+        initializer_range: stddev of the truncated-normal kernel initialiser.
+
+    Example:
+    >>> NextSentenceHead()(keras.ops.ones((2, 8))).shape
+    (2, 2)
+    """
+
+    def __init__(self, initializer_range=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.initializer_range = initializer_range
+        self.dense = keras.layers.Dense(
+            2, kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range), dtype="float32",
+            name="dense",
+        )
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.built = True
+
+    def call(self, pooled_output):
+        return self.dense(keras.ops.cast(pooled_output, "float32"))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2)
+
+    def get_config(self):
+        return {**super().get_config(), "initializer_range": self.initializer_range}

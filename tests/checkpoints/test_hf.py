@@ -23,7 +23,11 @@ from tests.conftest import random_inputs
         ("bert.encoder.layer.0.output.LayerNorm.bias", ("bert/encoder/layer_0/output/LayerNorm/beta", False)),
         ("pooler.dense.bias", ("bert/pooler/dense/bias", False)),
         ("embeddings.position_ids", None),
-        ("cls.predictions.bias", None),
+        ("cls.predictions.bias", ("cls/predictions/output_bias", False)),
+        ("cls.predictions.transform.dense.weight", ("cls/predictions/transform/dense/kernel", True)),
+        ("cls.seq_relationship.weight", ("cls/seq_relationship/output_weights", False)),  # [2, hidden] as official
+        ("cls.predictions.decoder.weight", None),  # the tied word table
+        ("qa_outputs.weight", None),
     ],
 )
 def test_name_translation(hf, official):
