@@ -20,7 +20,22 @@ Masking rule (`rule="official"`, the default), per example, as
 - each selected token becomes [MASK] with probability `mask_token_rate`, a
   random id uniform over the whole vocabulary with `random_token_rate`, and
   stays unchanged otherwise (official: 80% / 10% / 10%).
-  Whole-word masking (an option of the official script) is not implemented.
+
+Whole-word masking (`whole_word_masking=True`, the official
+`--do_whole_word_mask`): the candidates are grouped into words, a word being a
+candidate that is not a continuation piece ("##...") followed by the
+continuation pieces after it (a continuation piece joins the previous
+candidate's word even across a [SEP], as in the official code, whose
+candidate list skips [CLS]/[SEP]; a continuation piece with no candidate
+before it starts a word). The number of predictions is the same official
+count; words are visited in a uniformly random order and a word is taken
+whole only if the running count plus its size stays within that number
+(otherwise it is skipped and the next word is tried), so a row may end with
+fewer predictions than the count. Each selected wordpiece then gets
+[MASK] / random / unchanged independently. In graph ops: word ids by a
+cumulative sum over the word starts, word sizes by a segment sum, a random
+word order by sorting uniform scores, and a `tf.scan` over the words (as many
+steps as the batch's most words) carrying each row's running count.
 
 `rule="keras_hub"` runs `keras_hub.layers.MaskedLMMaskGenerator` instead (the
 layer the keras-hub BERT preprocessors use), forced onto its TensorFlow path
@@ -83,6 +98,10 @@ class MLMMasker:
             predictions, as `create_pretraining_data.py` does.
         rule: "official" (see the module docstring) or "keras_hub"
             (`keras_hub.layers.MaskedLMMaskGenerator`, ceil count).
+        whole_word_masking: select whole words (rule "official" only; see the
+            module docstring). `from_tokenizer` fills in the continuation ids.
+        continuation_token_ids: ids of the "##" wordpieces (needed with
+            `whole_word_masking`).
 
     Example:
     >>> masker = MLMMasker(vocab_size=100, mask_token_id=4, special_token_ids=[0, 2, 3],
@@ -95,7 +114,8 @@ class MLMMasker:
     """
 
     def __init__(self, vocab_size, mask_token_id, special_token_ids, masked_lm_prob=0.15, max_predictions_per_seq=20,
-                 mask_token_rate=0.8, random_token_rate=0.1, seed=None, count_special_tokens=False, rule="official"):
+                 mask_token_rate=0.8, random_token_rate=0.1, seed=None, count_special_tokens=False, rule="official",
+                 whole_word_masking=False, continuation_token_ids=None):
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         if not 0.0 < masked_lm_prob <= 1.0:
@@ -108,6 +128,18 @@ class MLMMasker:
             raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary [0, {vocab_size})")
         if rule == "keras_hub" and count_special_tokens:
             raise ValueError("count_special_tokens applies only to rule='official'")
+        if whole_word_masking:
+            if rule != "official":
+                raise ValueError("whole_word_masking applies only to rule='official'")
+            if continuation_token_ids is None:
+                raise ValueError("whole_word_masking needs continuation_token_ids (the ids of the '##' wordpieces); "
+                                 "MLMMasker.from_tokenizer(tokenizer, whole_word_masking=True) finds them")
+            continuation_token_ids = sorted({int(i) for i in continuation_token_ids})
+            if continuation_token_ids and not (0 <= continuation_token_ids[0] and
+                                               continuation_token_ids[-1] < vocab_size):
+                raise ValueError(f"continuation_token_ids must lie in the vocabulary [0, {vocab_size})")
+        elif continuation_token_ids is not None:
+            raise ValueError("continuation_token_ids is used only with whole_word_masking=True")
         self.vocab_size = int(vocab_size)
         self.mask_token_id = int(mask_token_id)
         self.special_token_ids = sorted({int(i) for i in special_token_ids})
@@ -118,6 +150,13 @@ class MLMMasker:
         self.seed = seed
         self.count_special_tokens = count_special_tokens
         self.rule = rule
+        self.whole_word_masking = bool(whole_word_masking)
+        self.continuation_token_ids = continuation_token_ids
+        if self.whole_word_masking:
+            is_continuation = [False] * self.vocab_size
+            for i in continuation_token_ids:
+                is_continuation[i] = True
+            self._is_continuation = tf.constant(is_continuation, tf.bool)
         if rule == "official":
             self._generator = (tf.random.Generator.from_seed(seed) if seed is not None
                                else tf.random.Generator.from_non_deterministic_state())
@@ -134,11 +173,16 @@ class MLMMasker:
             )
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, **kwargs):
+    def from_tokenizer(cls, tokenizer, whole_word_masking=False, **kwargs):
         """A masker with the vocabulary size and [MASK]/[CLS]/[SEP]/[PAD] ids of
-        a `kzoo.text.BertTokenizer`."""
+        a `kzoo.text.BertTokenizer` (and, with `whole_word_masking`, the ids of
+        its "##" wordpieces as `continuation_token_ids`)."""
         special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
-        return cls(tokenizer.vocab_size, tokenizer.mask_token_id, special, **kwargs)
+        if whole_word_masking and kwargs.get("continuation_token_ids") is None:
+            kwargs["continuation_token_ids"] = [i for i, token in enumerate(tokenizer.vocabulary)
+                                                if token.startswith("##")]
+        return cls(tokenizer.vocab_size, tokenizer.mask_token_id, special, whole_word_masking=whole_word_masking,
+                   **kwargs)
 
     def num_predictions(self, n):
         """The official number of predictions for `n` counted tokens (int or
@@ -172,16 +216,19 @@ class MLMMasker:
         count = tf.minimum(self.num_predictions(n), n_candidates)
         count = tf.where(n_candidates > 0, count, 0)
 
-        # A uniform random subset: the `count` candidates with the largest scores.
-        scores = self._generator.uniform([batch, length])
-        scores = tf.where(candidate, scores, -1.0)
-        width = tf.maximum(length, P)  # top_k needs at least P columns
-        scores = tf.pad(scores, [[0, 0], [0, width - length]], constant_values=-2.0)
-        _, order = tf.math.top_k(scores, k=P)
-        valid = tf.range(P)[None, :] < count[:, None]
-        # List the selected positions in increasing order, padding after them.
-        positions = tf.sort(tf.where(valid, order, width), axis=1)
-        positions = tf.where(valid, positions, 0)
+        if self.whole_word_masking:
+            positions, valid = self._select_whole_words(word_ids, candidate, count)
+        else:
+            # A uniform random subset: the `count` candidates with the largest scores.
+            scores = self._generator.uniform([batch, length])
+            scores = tf.where(candidate, scores, -1.0)
+            width = tf.maximum(length, P)  # top_k needs at least P columns
+            scores = tf.pad(scores, [[0, 0], [0, width - length]], constant_values=-2.0)
+            _, order = tf.math.top_k(scores, k=P)
+            valid = tf.range(P)[None, :] < count[:, None]
+            # List the selected positions in increasing order, padding after them.
+            positions = tf.sort(tf.where(valid, order, width), axis=1)
+            positions = tf.where(valid, positions, 0)
         original = tf.gather(word_ids, positions, batch_dims=1)
 
         u = self._generator.uniform([batch, P])
@@ -193,6 +240,50 @@ class MLMMasker:
         masked = tf.where(selected, tf.reduce_sum(hit * values[:, :, None], axis=1), word_ids)
         ids = tf.where(valid, original, IGNORE_LABEL)
         return masked, tf.ensure_shape(positions, [None, P]), tf.ensure_shape(ids, [None, P])
+
+    def _select_whole_words(self, word_ids, candidate, budget):
+        """Whole-word selection: (positions [b, P] ascending then 0, valid [b, P])."""
+        P = self.max_predictions_per_seq
+        batch, length = tf.shape(word_ids)[0], tf.shape(word_ids)[1]
+        in_vocab = tf.clip_by_value(word_ids, 0, self.vocab_size - 1)
+        continuation = tf.gather(self._is_continuation, in_vocab)
+        candidate_int = tf.cast(candidate, tf.int32)
+        after_candidate = tf.cumsum(candidate_int, axis=1, exclusive=True) > 0
+        starts = tf.logical_and(candidate, tf.logical_not(tf.logical_and(continuation, after_candidate)))
+        n_words = tf.reduce_sum(tf.cast(starts, tf.int32), axis=1)
+        # Word index of every candidate; other positions go to a spare slot `length`.
+        word = tf.where(candidate, tf.cumsum(tf.cast(starts, tf.int32), axis=1) - 1, length)
+        slots = length + 1
+        flat = word + tf.range(batch)[:, None] * slots
+        sizes = tf.math.unsorted_segment_sum(candidate_int, flat, batch * slots)
+        sizes = tf.reshape(sizes, [batch, slots])[:, :length]  # [b, L]: wordpieces of word w, 0 past the last
+
+        # Visit the words in a uniformly random order (the real words first).
+        scores = self._generator.uniform([batch, length])
+        scores = tf.where(tf.range(length)[None, :] < n_words[:, None], scores, -1.0)
+        order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+        most = tf.reduce_max(tf.concat([n_words, [1]], 0))  # >= 1: tf.scan cannot stack zero steps in a graph
+        ordered_sizes = tf.gather(sizes, order[:, :most], batch_dims=1)  # [b, most]
+
+        def take(total, size):  # a whole word, if it still fits
+            fits = tf.logical_and(size > 0, total + size <= budget)
+            return total + tf.where(fits, size, 0)
+
+        totals = tf.scan(take, tf.transpose(ordered_sizes), initializer=tf.zeros([batch], tf.int32))
+        totals = tf.transpose(tf.reshape(totals, [most, batch]))  # running count after each visited word
+        previous = tf.concat([tf.zeros([batch, 1], tf.int32), totals[:, :-1]], axis=1)
+        taken_in_order = tf.pad(totals > previous, [[0, 0], [0, length - most]])
+        # Back from the visiting order to word ids; the spare slot is never taken.
+        taken = tf.gather(taken_in_order, tf.argsort(order, axis=1, stable=True), batch_dims=1)
+        taken = tf.pad(taken, [[0, 0], [0, 1]])
+        selected = tf.logical_and(candidate, tf.gather(taken, word, batch_dims=1))
+
+        width = tf.maximum(length, P)
+        keys = tf.where(selected, tf.range(length)[None, :], width)
+        keys = tf.pad(keys, [[0, 0], [0, width - length]], constant_values=width)
+        positions = tf.sort(keys, axis=1)[:, :P]
+        valid = tf.range(P)[None, :] < tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)[:, None]
+        return tf.where(valid, positions, 0), valid
 
     def _mask_keras_hub(self, word_ids):
         out = self._generator(word_ids)

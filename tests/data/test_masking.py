@@ -136,3 +136,120 @@ def test_bad_arguments():
         MLMMasker(10, 4, [0], mask_token_rate=0.95, random_token_rate=0.1)
     with pytest.raises(ValueError, match="vocabulary"):
         MLMMasker(10, 10, [0])
+
+
+def test_official_rule_unchanged_bit_for_bit():
+    """Regression: the masks of a seeded masker, as produced before whole-word masking existed
+    (kzoo commit bdb8a9c); the random draws and their order must not change."""
+    features = {
+        "input_word_ids": tf.constant([[2, 10, 11, 12, 13, 14, 15, 16, 3, 17, 18, 3],
+                                       [2, 20, 21, 22, 23, 3] + [0] * 6]),
+        "input_mask": tf.constant([[1] * 12, [1] * 6 + [0] * 6]),
+        "input_type_ids": tf.constant([[0] * 9 + [1] * 3, [0] * 12]),
+    }
+    masker = MLMMasker(50, 4, [0, 2, 3], masked_lm_prob=0.5, max_predictions_per_seq=5, mask_token_rate=0.4,
+                       random_token_rate=0.3, seed=42)
+    expected = [
+        ([[2, 44, 11, 12, 13, 14, 32, 16, 3, 4, 16, 3], [2, 20, 21, 16, 23, 3, 0, 0, 0, 0, 0, 0]],
+         [[1, 6, 9, 10, 0], [1, 3, 0, 0, 0]], [[10, 15, 17, 18, -100], [20, 22, -100, -100, -100]]),
+        ([[2, 4, 11, 12, 13, 4, 4, 16, 3, 17, 18, 3], [2, 20, 4, 4, 23, 3, 0, 0, 0, 0, 0, 0]],
+         [[1, 2, 5, 6, 0], [2, 3, 0, 0, 0]], [[10, 11, 14, 15, -100], [21, 22, -100, -100, -100]]),
+    ]
+    for masked, positions, ids in expected:
+        out = masker(features)
+        assert out["masked_input_word_ids"].numpy().tolist() == masked
+        assert out["masked_lm_positions"].numpy().tolist() == positions
+        assert out["masked_lm_ids"].numpy().tolist() == ids
+
+
+def _official_words(tokens):
+    """Candidate groups of the official `create_masked_lm_predictions` with
+    do_whole_word_mask: a "##" piece joins the previous candidate group (across [SEP] too)."""
+    words = []
+    for i, token in enumerate(tokens):
+        if token in ("[CLS]", "[SEP]", "[PAD]"):
+            continue
+        if words and token.startswith("##"):
+            words[-1].append(i)
+        else:
+            words.append([i])
+    return words
+
+
+def _word_selection(out, tokenizer):
+    """Per row: (official words, set of selected positions)."""
+    vocab = np.array(tokenizer.vocabulary)
+    lengths = out["input_mask"].sum(1)
+    counts = (out["masked_lm_ids"] != IGNORE_LABEL).sum(1)
+    for row in range(len(lengths)):
+        words = _official_words(vocab[out["input_word_ids"][row, :lengths[row]]])
+        yield words, set(out["masked_lm_positions"][row, :counts[row]].tolist())
+
+
+def test_whole_word_masking_on_sst2(tokenizer, packed):
+    masker = MLMMasker.from_tokenizer(tokenizer, whole_word_masking=True, max_predictions_per_seq=P, seed=0,
+                                      count_special_tokens=True)
+    assert len(masker.continuation_token_ids) == sum(t.startswith("##") for t in tokenizer.vocabulary) > 5000
+    out = _run(masker, packed)
+    counts = _check_invariants(out, tokenizer)  # -100 / ascending positions / targets = original ids
+    official = np.array([min(P, max(1, round(n * 0.15))) for n in out["input_mask"].sum(1)])
+    assert (counts <= official).all() and (counts >= 1).all()
+    assert counts.sum() / official.sum() > 0.97  # whole words rarely leave the budget unfilled
+    multi_piece_words = 0
+    for row, (words, selected) in enumerate(_word_selection(out, tokenizer)):
+        for word in words:
+            hit = len(selected.intersection(word))
+            assert hit in (0, len(word)), (row, word, selected)  # all pieces of a word, or none
+            multi_piece_words += hit > 1
+            # Greedy over a random word order: a word left out did not fit any more.
+            assert hit or counts[row] + len(word) > official[row], (row, word, counts[row])
+    assert multi_piece_words > 200
+    # The same check fails without whole-word masking: it splits words.
+    plain = _run(MLMMasker.from_tokenizer(tokenizer, max_predictions_per_seq=P, seed=0, count_special_tokens=True),
+                 packed)
+    assert any(0 < len(selected.intersection(w)) < len(w)
+               for words, selected in _word_selection(plain, tokenizer) for w in words)
+
+    valid = out["masked_lm_ids"] != IGNORE_LABEL
+    new = np.take_along_axis(out["masked_input_word_ids"], out["masked_lm_positions"], 1)[valid]
+    old = out["masked_lm_ids"][valid]
+    n = len(old)
+    is_mask, is_same = new == tokenizer.mask_token_id, new == old
+    for fraction, rate in ((is_mask.mean(), 0.8), ((~is_mask & ~is_same).mean(), 0.1), (is_same.mean(), 0.1)):
+        assert abs(fraction - rate) < 4 * np.sqrt(rate * (1 - rate) / n), (fraction, rate)
+
+
+def test_whole_word_masking_official_greedy_rule():
+    """[CLS] ##a b ##c [SEP] ##d e ##f [SEP]: words {1}, {2, 3, 5} (a "##" piece joins the
+    previous candidate's word across [SEP], as official) and {6, 7}. With a budget of 3 and
+    the official greedy rule (skip a word that does not fit, go on), the selection is
+    {2, 3, 5} when that word is visited first (probability 1/3), else {1, 6, 7}."""
+    row = [2, 40, 10, 41, 3, 42, 11, 43, 3, 0, 0]
+    n = 600
+    features = {"input_word_ids": np.array([row] * n, np.int32),
+                "input_mask": np.array([[1] * 9 + [0] * 2] * n, np.int32),
+                "input_type_ids": np.zeros([n, 11], np.int32)}
+    masker = MLMMasker(50, 4, [0, 2, 3], masked_lm_prob=0.5, max_predictions_per_seq=4, seed=1,
+                       whole_word_masking=True, continuation_token_ids=range(40, 50))
+    out = _run(masker, features, batch_size=100)  # inside dataset.map
+    positions = [tuple(p) for p in out["masked_lm_positions"].tolist()]
+    assert set(positions) == {(2, 3, 5, 0), (1, 6, 7, 0)}
+    share = positions.count((2, 3, 5, 0)) / n
+    assert abs(share - 1 / 3) < 4 * np.sqrt(2 / 9 / n), share
+    assert (out["masked_lm_ids"][:, 3] == IGNORE_LABEL).all()
+    # Unbatched, eager, and an all-padding batch.
+    one = masker({k: v[0] for k, v in features.items()})
+    assert tuple(one["masked_lm_positions"].numpy()) in set(positions)
+    empty = masker({"input_word_ids": tf.constant([[2, 3, 0]]), "input_mask": tf.constant([[1, 1, 0]]),
+                    "input_type_ids": tf.zeros([1, 3], tf.int32)})
+    assert empty["masked_lm_ids"].numpy().tolist() == [[IGNORE_LABEL] * 4]
+
+
+def test_whole_word_masking_arguments(tokenizer):
+    with pytest.raises(ValueError, match="continuation_token_ids"):
+        MLMMasker(10, 4, [0], whole_word_masking=True)
+    with pytest.raises(ValueError, match="official"):
+        MLMMasker(10, 4, [0], rule="keras_hub", whole_word_masking=True, continuation_token_ids=[5])
+    with pytest.raises(ValueError, match="vocabulary"):
+        MLMMasker(10, 4, [0], whole_word_masking=True, continuation_token_ids=[10])
+    assert MLMMasker.from_tokenizer(tokenizer).continuation_token_ids is None
