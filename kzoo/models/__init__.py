@@ -1,5 +1,6 @@
-"""Functions that return `keras.Model`s: encoders, task models, and the
-models adaptation builds around them (multi-task, distillation, ensembles)."""
+"""Functions that return `keras.Model`s: encoders, task models, pretraining
+models, and the models adaptation builds around them (multi-task,
+distillation, ensembles)."""
 
 from kzoo.models.classifier import bert_classifier
 from kzoo.models.encoder import INPUT_NAMES, bert_encoder, encoder_inputs
@@ -7,5 +8,8 @@ from kzoo.models.task_models import bert_span_labeler, bert_token_classifier
 from kzoo.models.adaptation import (enable_parameter_efficient_training, load_adaptation_weights, merge_lora,
                                     save_adaptation_weights)
 from kzoo.models.distillation import distillation_model, student_from_teacher, teacher_logits
+from kzoo.models.electra import ElectraPretrainer, electra_pretrainer
 from kzoo.models.ensemble import classifier_ensemble
 from kzoo.models.multitask import auxiliary_mlm_dataset, with_auxiliary_mlm
+from kzoo.models.pretrainer import (BertPretrainer, MaskedLMAccuracy, MaskedLMLoss, bert_pretrainer, compile_pretrainer,
+                                    fill_mask, load_masked_lm, pretraining_losses, pretraining_metrics)

@@ -14,3 +14,4 @@ from kzoo.training.finetune import ClassifierRun, read_inputs, run_classifier, w
 from kzoo.training.squad import SquadRun, run_squad
 from kzoo.training.strategy import get_strategy
 from kzoo.training.tagger import TaggerRun, run_tagger
+from kzoo.training.pretraining import PretrainingRun, run_pretraining

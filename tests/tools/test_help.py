@@ -14,7 +14,7 @@ SHARED = ("init_checkpoint", "bert_config_file", "vocab_file", "learning_rate", 
 
 
 @pytest.mark.parametrize("script, own", [("run_classifier", "predict_file"), ("run_tagger", "strict_iob2"),
-                                         ("run_squad", "doc_stride")])
+                                         ("run_squad", "doc_stride"), ("run_pretraining", "masked_lm_prob")])
 def test_help_lists_every_flag_with_an_explanation(script, own):
     run = subprocess.run([sys.executable, os.path.join(REPO, "tools", f"{script}.py"), "--help"],
                          capture_output=True, text=True, timeout=300)
