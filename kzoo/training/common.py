@@ -6,14 +6,46 @@ import shutil
 
 import keras
 
+from kzoo.training.callbacks import AtomicBackupAndRestore, AtomicModelCheckpoint
 
-def standard_callbacks(model_dir):
-    """TensorBoard logs in `<model_dir>/logs` and per-epoch weight checkpoints
-    in `<model_dir>/checkpoints/epoch-NN.weights.h5`."""
+
+def standard_callbacks(model_dir, backup_steps=0, backup_dir=None):
+    """The callbacks every workflow trains with, in this order:
+
+    * `keras.callbacks.TensorBoard` logging to `<model_dir>/logs`;
+    * per-epoch weight checkpoints `<model_dir>/checkpoints/epoch-NN.weights.h5`
+      (`kzoo.training.callbacks.AtomicModelCheckpoint`: each written to a
+      temporary file in that folder and renamed into place);
+    * a backup of the training state in `<model_dir>/backup`
+      (`kzoo.training.callbacks.AtomicBackupAndRestore`), written at the end
+      of every epoch and, with `backup_steps` > 0, every `backup_steps`
+      optimizer steps. A run killed (even with SIGKILL) and started again
+      with the same command restores it in `on_train_begin`, resumes in the
+      middle of the epoch if need be (the batches of that epoch trained
+      before the backup are skipped) and ends with the same number of
+      optimizer steps as an uninterrupted run. Data order is not replayed:
+      the resumed epoch's remaining batches come from a fresh pass (a fresh
+      shuffle) over the data. The backup is deleted when `fit` completes.
+
+    Keep these after any other callbacks in the `fit` list, so that the
+    backup at the end of an epoch follows everything the epoch wrote.
+
+    Args:
+        model_dir: the run's output folder.
+        backup_steps: 0: back up at the end of every epoch only; N > 0: also
+            every N optimizer steps (training batches; the most work a kill
+            can lose).
+        backup_dir: where the backup lives (default `<model_dir>/backup`;
+            multi-worker runs point every worker at the chief's).
+    """
+    backup_steps = int(backup_steps or 0)
+    if backup_steps < 0:
+        raise ValueError(f"backup_steps must be >= 0, got {backup_steps}")
     return [
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "checkpoints", "epoch-{epoch:02d}.weights.h5"),
-                                        save_weights_only=True),
+        AtomicModelCheckpoint(os.path.join(model_dir, "checkpoints", "epoch-{epoch:02d}.weights.h5"),
+                              save_weights_only=True),
+        AtomicBackupAndRestore(backup_dir or os.path.join(model_dir, "backup"), save_freq=backup_steps or "epoch"),
     ]
 
 
