@@ -1,8 +1,9 @@
-"""absl flags every fine-tuning script shares (the pretrained source and the
-training schedule); each script adds its task's own flags."""
+"""absl flags every script shares (the pretrained source, the training
+schedule, the strategy); each script adds its task's own flags."""
 
 from absl import flags
 
+from kzoo.training.distribution import DTYPE_POLICIES
 from kzoo.training.optimization import SCHEDULES
 from kzoo.training.recipe import ADAPTER_TYPES
 from kzoo.training.strategy import STRATEGIES
@@ -22,9 +23,33 @@ def define_common_flags(defaults):
     flags.DEFINE_integer("num_train_epochs", defaults.num_train_epochs, "Training epochs.")
     flags.DEFINE_float("warmup_proportion", defaults.warmup_proportion,
                        "Fraction of steps for linear warm-up, then linear decay to zero.")
-    flags.DEFINE_enum("distribution_strategy", defaults.distribution_strategy, list(STRATEGIES),
-                      "tf.distribute strategy; batch sizes are global (split across replicas).")
     flags.DEFINE_integer("verbose", defaults.verbose, "Keras progress: 1 progress bar, 2 one line per epoch.")
+    define_distribution_flags(defaults)
+
+
+def define_distribution_flags(defaults):
+    """The flags of `kzoo.training.DistributionOptions` and --static_shapes
+    (every script, so all take the same strategy flags)."""
+    D = defaults
+    flags.DEFINE_enum("distribution_strategy", D.distribution_strategy, list(STRATEGIES),
+                      "tf.distribute strategy: default, one_device, mirrored (local GPUs, or the logical CPU "
+                      "devices), multi_worker_mirrored (TF_CONFIG or --worker_hosts/--task_index) or tpu (--tpu). "
+                      "Batch sizes are global: each batch is split across the replicas.")
+    flags.DEFINE_integer("num_gpus", D.num_gpus, "mirrored: how many local GPUs to use (0: all).")
+    flags.DEFINE_string("worker_hosts", D.worker_hosts, "multi_worker_mirrored without TF_CONFIG: comma-separated "
+                        "host:port of every worker, the same list on each.")
+    flags.DEFINE_integer("task_index", D.task_index, "multi_worker_mirrored with --worker_hosts: this worker's index "
+                         "in the list (0 is the chief, which writes the outputs).")
+    flags.DEFINE_string("tpu", D.tpu, "tpu: the Cloud TPU name, its grpc:// address, or 'local' on a TPU VM.")
+    flags.DEFINE_enum("dtype_policy", D.dtype_policy, list(DTYPE_POLICIES), "Keras dtype policy: mixed_float16 "
+                      "(GPUs; dynamic loss scaling) or mixed_bfloat16 (TPUs, recent CPUs); logits and losses stay "
+                      "float32.")
+    flags.DEFINE_integer("backup_steps", D.backup_steps, "Back up the training state to <model_dir>/backup every N "
+                         "optimizer steps (0: after every epoch); a killed run started again with the same command "
+                         "resumes from the last backup.")
+    flags.DEFINE_bool("static_shapes", D.static_shapes, "Pad every input to --max_seq_length, drop the last partial "
+                      "training batch and compile the train step with XLA (jit_compile): the TPU path, turned on "
+                      "automatically under --distribution_strategy=tpu.")
 
 
 def define_adaptation_flags(defaults):

@@ -51,8 +51,6 @@ flags.DEFINE_float("validation_fraction", D.validation_fraction, "Share of the t
                    "is no --eval_file.")
 flags.DEFINE_bool("bucket_by_length", D.bucket_by_length, "Batch training examples of similar length together; "
                   "every batch is padded only to its own longest example.")
-flags.DEFINE_bool("static_shapes", D.static_shapes, "Pad every input to --max_seq_length and drop the last "
-                  "partial training batch (XLA / TPU friendly).")
 flags.DEFINE_integer("seed", D.seed, "Seeds the split, shuffling, dropout and the new head.")
 flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, per-epoch weight checkpoints, model.keras and "
                     "labels.json.")

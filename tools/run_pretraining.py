@@ -23,7 +23,8 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kzoo.training.pretraining import OBJECTIVES, PretrainingRun, run_pretraining  # noqa: E402
-from kzoo.training.strategy import STRATEGIES  # noqa: E402
+
+import common_flags  # noqa: E402  (tools/ is on sys.path when a script runs)
 
 D = PretrainingRun()
 flags.DEFINE_string("input_files", None, "Comma-separated files or globs: raw text (one sentence per line, a blank "
@@ -64,14 +65,12 @@ flags.DEFINE_integer("generator_num_layers", D.generator_num_layers, "ELECTRA ge
                      "discriminator's, rounded up).")
 flags.DEFINE_float("discriminator_weight", D.discriminator_weight, "ELECTRA: loss = generator MLM + weight * "
                    "replaced-token detection.")
-flags.DEFINE_bool("static_shapes", D.static_shapes, "Drop the last partial batch and compile the train step with "
-                  "XLA (jit_compile; the TPU path).")
-flags.DEFINE_enum("distribution_strategy", D.distribution_strategy, list(STRATEGIES),
-                  "tf.distribute strategy; batch sizes are global (split across replicas).")
 flags.DEFINE_integer("seed", D.seed, "Seeds the sentence pairs, masks, held-out split and new weights.")
 flags.DEFINE_string("model_dir", D.model_dir, "Output: bert_config.json, vocab.txt, bert_model.ckpt.* (after every "
                     "epoch, atomically), results.json, TensorBoard logs.")
 flags.DEFINE_integer("verbose", D.verbose, "Keras progress: 1 progress bar, 2 one line per epoch.")
+common_flags.define_distribution_flags(D)
+flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
 flags.mark_flag_as_required("input_files")
 
 

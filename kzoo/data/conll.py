@@ -153,7 +153,7 @@ def _align(piece_lengths, budget):
 
 
 def tagging_dataset(sentences, tags, tokenizer, seq_length, tag_names, batch_size, shuffle=False, seed=None,
-                    dynamic_length=True):
+                    dynamic_length=True, drop_remainder=False):
     """Batches of packed word sequences with first-wordpiece labels.
 
     Tokenisation runs once, eagerly, here (so truncation can be counted and the word to
@@ -174,6 +174,7 @@ def tagging_dataset(sentences, tags, tokenizer, seq_length, tag_names, batch_siz
             predictions go to `word_predictions`, which assumes the input order.
         seed: the shuffle seed.
         dynamic_length: pad each batch to its own longest example (True) or to `seq_length`.
+        drop_remainder: drop the last partial batch (a static batch dimension, for XLA/TPU).
 
     Returns:
         A `TaggingData`.
@@ -200,7 +201,7 @@ def tagging_dataset(sentences, tags, tokenizer, seq_length, tag_names, batch_siz
         logging.warning("tagging_dataset: %d of %d sentences exceed %d wordpieces; %d trailing words dropped",
                         truncated, len(sentences), budget, dropped_words)
     dataset = _packed_dataset(ids, labels if tag_ids is not None else None, tokenizer, seq_length, batch_size,
-                              shuffle, seed, dynamic_length)
+                              shuffle, seed, dynamic_length, drop_remainder)
     return TaggingData(dataset, positions, truncated, dropped_words)
 
 
@@ -208,13 +209,14 @@ def _ragged(rows):
     return tf.RaggedTensor.from_row_lengths(np.concatenate(rows), [len(row) for row in rows])
 
 
-def _packed_dataset(ids, labels, tokenizer, seq_length, batch_size, shuffle, seed, dynamic_length):
+def _packed_dataset(ids, labels, tokenizer, seq_length, batch_size, shuffle, seed, dynamic_length,
+                    drop_remainder=False):
     """The tf.data pipeline of `tagging_dataset` over already truncated wordpiece rows."""
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=dynamic_length)
     ds = tf.data.Dataset.from_tensor_slices(_ragged(ids) if labels is None else (_ragged(ids), _ragged(labels)))
     if shuffle:
         ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def pack(pieces, piece_labels=None):
         features = packer(pieces)

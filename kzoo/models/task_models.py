@@ -21,8 +21,9 @@ def bert_span_labeler(encoder, seq_length=None, initializer_range=0.02, name="be
     """
     inputs = encoder_inputs(seq_length)
     start, end = SpanHead(initializer_range, name="span")(encoder(inputs)["sequence_output"])
-    outputs = {"start_logits": keras.layers.Identity(name="start_logits")(start),
-               "end_logits": keras.layers.Identity(name="end_logits")(end)}
+    # float32 names for the outputs (a mixed-precision Identity would cast the logits down)
+    outputs = {"start_logits": keras.layers.Identity(name="start_logits", dtype="float32")(start),
+               "end_logits": keras.layers.Identity(name="end_logits", dtype="float32")(end)}
     return keras.Model(inputs, outputs, name=name)
 
 

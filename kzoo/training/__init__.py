@@ -1,6 +1,7 @@
 """Training: optimisers, schedules, adaptation techniques, metrics, strategies and fine-tuning workflows."""
 
 from kzoo.training.callbacks import LearningRateLogger
+from kzoo.training.distribution import DTYPE_POLICIES, DistributionOptions, dtype_policy_scope
 from kzoo.training.common import load_tokenizer, save_model, save_tokenizer, standard_callbacks, write_json_atomically
 from kzoo.training.freezing import (GradualUnfreezing, count_parameters, freeze, layer_groups,
                                     log_trainable_parameters, set_trainable_groups, unfreezing_stages)
@@ -12,6 +13,6 @@ from kzoo.training.recipe import AdaptationOptions, prepare_training
 from kzoo.training.regularizers import apply_l2sp, l2sp_penalty, remove_l2sp
 from kzoo.training.finetune import ClassifierRun, read_inputs, run_classifier, write_predictions
 from kzoo.training.squad import SquadRun, run_squad
-from kzoo.training.strategy import get_strategy
+from kzoo.training.strategy import STRATEGIES, get_strategy, is_chief, is_tpu_strategy, strategy_summary
 from kzoo.training.tagger import TaggerRun, run_tagger
 from kzoo.training.pretraining import PretrainingRun, run_pretraining

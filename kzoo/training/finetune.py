@@ -17,15 +17,17 @@ from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
 from kzoo.training.freezing import count_parameters, layer_groups
 from kzoo.training.metrics import task_metrics
 from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation, serving_model
-from kzoo.training.strategy import get_strategy
+from kzoo.training.distribution import DistributionOptions
 
 
 @dataclasses.dataclass
-class ClassifierRun(AdaptationOptions):
+class ClassifierRun(AdaptationOptions, DistributionOptions):
     """What to fine-tune on what; the defaults are the quickstart.
 
     The adaptation fields (adapters, LoRA, freezing, schedules, layer-wise
-    learning rates, L2-SP) are those of `kzoo.training.AdaptationOptions`.
+    learning rates, L2-SP) are those of `kzoo.training.AdaptationOptions`;
+    strategy, precision and backups those of
+    `kzoo.training.DistributionOptions`.
 
     Attributes:
         task: sst2, cola, mrpc, trec, or a generic format: tsv, csv, jsonl
@@ -53,9 +55,10 @@ class ClassifierRun(AdaptationOptions):
         validation_fraction: share held out when there is no eval_file.
         bucket_by_length: batch training examples of similar length together
             (with per-batch dynamic padding).
-        static_shapes: pad everything to max_seq_length and drop the last
-            partial training batch (XLA/TPU-friendly); disables bucketing.
-        distribution_strategy: default, one_device or mirrored.
+        static_shapes: pad everything to max_seq_length, drop the last
+            partial training batch and compile the train step with XLA
+            (`jit_compile`; the TPU path, automatic under TPUStrategy);
+            disables bucketing.
         seed: seeds the split, shuffling, dropout and the head's init.
         model_dir: TensorBoard logs, per-epoch weight checkpoints, the final
             `model.keras` and `labels.json`.
@@ -99,7 +102,6 @@ class ClassifierRun(AdaptationOptions):
     validation_fraction: float = 0.2
     bucket_by_length: bool = True
     static_shapes: bool = False
-    distribution_strategy: str = "default"
     seed: int = 42
     model_dir: str = os.path.join("runs", "intents")
     export_dir: str = os.path.join("savedmodels", "intents")
@@ -146,8 +148,10 @@ def run_classifier(run):
     logging.info("%s %s: %d train / %d evaluation examples, %d labels %s", run.task, run.train_file, len(train),
                  len(evaluation), len(label_names), label_names)
 
-    strategy = get_strategy(run.distribution_strategy)
-    with strategy.scope():
+    strategy = run.make_strategy()
+    run = run.for_this_worker(strategy)
+    static = run.static(strategy, run.static_shapes)
+    with run.model_scope(strategy):
         pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
                                                  vocab_file=run.vocab_file, **run.encoder_kwargs())
         teacher = load_teacher(run.teacher_model_dir, label_names) if run.teacher_model_dir else None
@@ -156,20 +160,20 @@ def run_classifier(run):
         else:
             model = models.bert_classifier(pretrained.encoder, num_classes=len(label_names))
     tokenizer = text.BertTokenizer(pretrained.vocab_file, lower_case=pretrained.lower_case)
-    packer = text.BertPacker.from_tokenizer(tokenizer, run.max_seq_length, dynamic_length=not run.static_shapes)
-    buckets = None if run.static_shapes or not run.bucket_by_length else [
+    packer = text.BertPacker.from_tokenizer(tokenizer, run.max_seq_length, dynamic_length=not static)
+    buckets = None if static or not run.bucket_by_length else [
         b for b in BUCKETS if b < run.max_seq_length]
     lengths = None
     if buckets:
         lengths = sum(data.token_lengths(c, tokenizer) for c in (train.texts, train.texts_b) if c is not None)
     steps_per_epoch = data.num_batches(lengths if buckets else np.zeros(len(train)), run.train_batch_size, buckets,
-                                       drop_remainder=run.static_shapes)
+                                       drop_remainder=static)
     steps = steps_per_epoch * run.num_train_epochs
 
     def dataset(examples, labels, batch_size, training):
         return data.classification_dataset(
             examples.texts, labels, tokenizer, packer, batch_size, texts_b=examples.texts_b, shuffle=training,
-            seed=run.seed, drop_remainder=training and run.static_shapes,
+            seed=run.seed, drop_remainder=training and static,
             bucket_boundaries=buckets if training else None, lengths=lengths if training else None)
 
     metrics = task_metrics(spec.metrics, len(label_names))
@@ -189,7 +193,8 @@ def run_classifier(run):
         optimizer, adaptation_callbacks = prepare_training(
             model, run, run.learning_rate, steps, int(steps * run.warmup_proportion),
             os.path.join(run.model_dir, "logs"))
-        train_model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics)
+        train_model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
+                            jit_compile=static)
     trainable_parameters, total_parameters = count_parameters(model)
 
     if teacher is not None:  # soft targets, computed once, in example order
@@ -210,7 +215,8 @@ def run_classifier(run):
     os.makedirs(run.model_dir, exist_ok=True)
     start = time.time()
     history = train_model.fit(train_ds, validation_data=eval_ds, epochs=run.num_train_epochs,
-                              callbacks=adaptation_callbacks + standard_callbacks(run.model_dir),
+                              callbacks=adaptation_callbacks + standard_callbacks(
+                                  run.model_dir, backup_steps=run.backup_steps, backup_dir=run.backup_dir()),
                               shuffle=False,  # the dataset reshuffles itself every epoch
                               verbose=run.verbose)
     train_seconds = time.time() - start

@@ -27,14 +27,15 @@ from kzoo.data.masking import MLMMasker
 from kzoo.models import pretrainer as pretrainer_lib
 from kzoo.training.common import save_tokenizer, write_json_atomically
 from kzoo.training.optimization import create_optimizer
-from kzoo.training.strategy import get_strategy
+from kzoo.training.common import standard_callbacks
+from kzoo.training.distribution import DistributionOptions
 
 OBJECTIVES = ("bert", "electra")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 
 
 @dataclasses.dataclass
-class PretrainingRun:
+class PretrainingRun(DistributionOptions):
     """What to pretrain on what.
 
     Attributes:
@@ -70,9 +71,9 @@ class PretrainingRun:
         generator_num_layers, discriminator_weight: ELECTRA options (0: the
             default generator depth, a third of the discriminator's).
         static_shapes: drop the last partial batch and compile the step with
-            XLA (`jit_compile=True`; the TPU path). Inputs are always padded
-            to max_seq_length.
-        distribution_strategy: default, one_device or mirrored.
+            XLA (`jit_compile=True`; the TPU path, automatic under
+            TPUStrategy). Inputs are always padded to max_seq_length.
+        (strategy, precision and backups: `kzoo.training.DistributionOptions`)
         seed: seeds pairs, masks, the split and new weights.
         model_dir: output folder.
         verbose: Keras progress output.
@@ -103,7 +104,6 @@ class PretrainingRun:
     generator_num_layers: int = 0
     discriminator_weight: float = 50.0
     static_shapes: bool = False
-    distribution_strategy: str = "default"
     seed: int = 12345
     model_dir: str = os.path.join("runs", "pretraining")
     verbose: int = 1
@@ -158,7 +158,7 @@ def build_model(run):
     return model, encoder, tokenizer, config, vocab_file, lower_case, report
 
 
-def make_datasets(run, tokenizer, nsp):
+def make_datasets(run, tokenizer, nsp, static=False):
     """(train dataset, eval dataset or None, number of training instances)."""
     masker = MLMMasker.from_tokenizer(tokenizer, masked_lm_prob=run.masked_lm_prob,
                                       max_predictions_per_seq=run.max_predictions_per_seq, seed=run.seed,
@@ -169,7 +169,7 @@ def make_datasets(run, tokenizer, nsp):
                                            whole_word_masking=run.whole_word_masking)
     paths = pretraining_data.expand_paths(run.input_files, "input_files")
     eval_paths = pretraining_data.expand_paths(run.eval_files, "eval_files") if run.eval_files else []
-    common = dict(drop_remainder=run.static_shapes)
+    common = dict(drop_remainder=static)
     if _is_tfrecord(paths):
         if eval_paths and not _is_tfrecord(eval_paths):
             raise ValueError("eval_files must be TFRecords too when input_files are")
@@ -238,15 +238,17 @@ def run_pretraining(run):
     nsp = run.nsp and run.objective == "bert"
     if run.objective == "electra" and run.nsp:
         logging.info("objective electra: no next-sentence prediction (nsp ignored)")
-    strategy = get_strategy(run.distribution_strategy)
-    with strategy.scope():
+    strategy = run.make_strategy()
+    run = run.for_this_worker(strategy)
+    static = run.static(strategy, run.static_shapes)
+    with run.model_scope(strategy):
         model, encoder, tokenizer, config, vocab_file, lower_case, report = build_model(run)
     if not nsp:  # nothing reads the pooled output: keep the pooler as loaded (and Keras quiet about it)
         for layer in encoder.layers:
             if layer.name == "pooler":
                 layer.trainable = False
-    train_ds, eval_ds, num_instances = make_datasets(run, tokenizer, nsp)
-    if run.static_shapes:
+    train_ds, eval_ds, num_instances = make_datasets(run, tokenizer, nsp, static)
+    if static:
         steps_per_epoch = num_instances // run.train_batch_size
     else:
         steps_per_epoch = math.ceil(num_instances / run.train_batch_size)
@@ -263,9 +265,9 @@ def run_pretraining(run):
         optimizer = create_optimizer(run.learning_rate, total_steps, int(total_steps * run.warmup_proportion),
                                      weight_decay=run.weight_decay)
         if run.objective == "bert":
-            pretrainer_lib.compile_pretrainer(model, optimizer, jit_compile=run.static_shapes)
+            pretrainer_lib.compile_pretrainer(model, optimizer, jit_compile=static)
         else:
-            model.compile(optimizer=optimizer, jit_compile=run.static_shapes)
+            model.compile(optimizer=optimizer, jit_compile=static)
 
     os.makedirs(run.model_dir, exist_ok=True)
     config.to_json_file(os.path.join(run.model_dir, "bert_config.json"))
@@ -279,8 +281,8 @@ def run_pretraining(run):
         logging.info("held-out before training: %s", result["eval_before"])
     # ELECTRA keeps the discriminator (the encoder); its generator is a training device.
     to_save = model if run.objective == "bert" else encoder
-    callbacks = [keras.callbacks.TensorBoard(os.path.join(run.model_dir, "logs")),
-                 SaveOfficialCheckpoint(to_save, run.model_dir)]
+    callbacks = [SaveOfficialCheckpoint(to_save, run.model_dir),
+                 *standard_callbacks(run.model_dir, backup_steps=run.backup_steps, backup_dir=run.backup_dir())]
     start = time.time()
     history = model.fit(train_ds, epochs=epochs, steps_per_epoch=fit_steps, validation_data=eval_ds,
                         callbacks=callbacks, shuffle=False, verbose=run.verbose)

@@ -16,13 +16,13 @@ from kzoo import checkpoints, models, text
 from kzoo.text import squad
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks, write_json_atomically
 from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation
-from kzoo.training.strategy import get_strategy
+from kzoo.training.distribution import DistributionOptions
 
 _DICT_SOURCE = "<SQuAD dict>"  # what kzoo.text.squad calls a parsed dict in its errors
 
 
 @dataclasses.dataclass
-class SquadRun(AdaptationOptions):
+class SquadRun(AdaptationOptions, DistributionOptions):
     """What to fine-tune on what; the defaults are the official run_squad.py's.
     The adaptation fields (adapters, LoRA, freezing, schedules, layer-wise
     learning rates, L2-SP) are those of `kzoo.training.AdaptationOptions`.
@@ -55,7 +55,9 @@ class SquadRun(AdaptationOptions):
             train_file are not trained on but predicted and evaluated.
         max_eval_examples: predict / evaluate the first N questions of the evaluation data only
             (quick checks); None: all.
-        distribution_strategy: default, one_device or mirrored.
+        static_shapes: drop the last partial training batch and compile the
+            train step with XLA (windows are always max_seq_length long;
+            automatic under TPUStrategy).
         seed: seeds shuffling, dropout and the head's init.
         model_dir: TensorBoard logs, per-epoch weight checkpoints, the final `model.keras`,
             `predictions.json`, `nbest_predictions.json` and (v2) `null_odds.json`.
@@ -83,7 +85,7 @@ class SquadRun(AdaptationOptions):
     max_train_examples: int = None
     holdout_articles: int = 0
     max_eval_examples: int = None
-    distribution_strategy: str = "default"
+    static_shapes: bool = False
     seed: int = 42
     model_dir: str = os.path.join("runs", "squad")
     verbose: int = 1
@@ -254,8 +256,10 @@ def run_squad(run):
                  run.train_file, len(inputs.train_examples), inputs.num_skipped, inputs.eval_source,
                  len(inputs.eval_examples), "" if inputs.has_answers else " (no answers: not scored)")
 
-    strategy = get_strategy(run.distribution_strategy)
-    with strategy.scope():
+    strategy = run.make_strategy()
+    run = run.for_this_worker(strategy)
+    static = run.static(strategy, run.static_shapes)
+    with run.model_scope(strategy):
         pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
                                                  vocab_file=run.vocab_file, **run.encoder_kwargs())
         model = models.bert_span_labeler(pretrained.encoder)
@@ -270,20 +274,22 @@ def run_squad(run):
     train_features = features(inputs.train_examples, True)
     eval_features = features(inputs.eval_examples, False)
     logging.info("%d training windows, %d windows to predict", len(train_features), len(eval_features))
-    steps = math.ceil(len(train_features) / run.train_batch_size) * run.num_train_epochs
+    steps = (len(train_features) // run.train_batch_size if static
+             else math.ceil(len(train_features) / run.train_batch_size)) * run.num_train_epochs
     with strategy.scope():
         loss, loss_weights = squad_losses(model)
         optimizer, adaptation_callbacks = prepare_training(
             model, run, run.learning_rate, steps, int(steps * run.warmup_proportion),
             os.path.join(run.model_dir, "logs"))
-        model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights)
+        model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, jit_compile=static)
     train_ds = squad.features_to_dataset(train_features, is_training=True, batch_size=run.train_batch_size,
-                                         shuffle=True, seed=run.seed).map(_rename_labels)
+                                         shuffle=True, seed=run.seed, drop_remainder=static).map(_rename_labels)
 
     os.makedirs(run.model_dir, exist_ok=True)
     start = time.time()
     history = model.fit(train_ds, epochs=run.num_train_epochs,
-                        callbacks=adaptation_callbacks + standard_callbacks(run.model_dir),
+                        callbacks=adaptation_callbacks + standard_callbacks(
+                            run.model_dir, backup_steps=run.backup_steps, backup_dir=run.backup_dir()),
                         shuffle=False,  # the dataset reshuffles itself every epoch
                         verbose=run.verbose)
     train_seconds = time.time() - start

@@ -13,12 +13,12 @@ from kzoo import checkpoints, models, text
 from kzoo.data import conll
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
 from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation
-from kzoo.training.strategy import get_strategy
+from kzoo.training.distribution import DistributionOptions
 from kzoo.training.tagging_metrics import EntityMetricsCallback, evaluate_tagger
 
 
 @dataclasses.dataclass
-class TaggerRun(AdaptationOptions):
+class TaggerRun(AdaptationOptions, DistributionOptions):
     """What to fine-tune on what. The adaptation fields (adapters, LoRA,
     freezing, schedules, layer-wise learning rates, L2-SP) are those of
     `kzoo.training.AdaptationOptions`.
@@ -44,7 +44,9 @@ class TaggerRun(AdaptationOptions):
         warmup_proportion: fraction of steps spent warming up.
         validation_fraction: share of training sentences held out when there is no eval_file.
         strict_iob2: score entities with seqeval's strict IOB2 rules instead of conlleval's.
-        distribution_strategy: default, one_device or mirrored.
+        static_shapes: pad to max_seq_length, drop the last partial training
+            batch and compile the train step with XLA (automatic under
+            TPUStrategy).
         seed: seeds the split, shuffling, dropout and the head's init.
         model_dir: TensorBoard logs, per-epoch weight checkpoints, the final `model.keras`
             and `tags.json`.
@@ -68,7 +70,7 @@ class TaggerRun(AdaptationOptions):
     warmup_proportion: float = 0.1
     validation_fraction: float = 0.1
     strict_iob2: bool = False
-    distribution_strategy: str = "default"
+    static_shapes: bool = False
     seed: int = 42
     model_dir: str = os.path.join("runs", "tagger")
     verbose: int = 1
@@ -160,8 +162,10 @@ def run_tagger(run):
     logging.info("%s: %d train / %d evaluation sentences, %d tags %s", run.train_file, len(train[0]),
                  len(evaluation[0]), len(tag_names), tag_names)
 
-    strategy = get_strategy(run.distribution_strategy)
-    with strategy.scope():
+    strategy = run.make_strategy()
+    run = run.for_this_worker(strategy)
+    static = run.static(strategy, run.static_shapes)
+    with run.model_scope(strategy):
         pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
                                                  vocab_file=run.vocab_file, **run.encoder_kwargs())
         model = models.bert_token_classifier(pretrained.encoder, num_tags=len(tag_names))
@@ -169,11 +173,13 @@ def run_tagger(run):
 
     def dataset(sentences, tags, batch_size, training):
         return conll.tagging_dataset(sentences, tags, tokenizer, run.max_seq_length, tag_names, batch_size,
-                                     shuffle=training, seed=run.seed)
+                                     shuffle=training, seed=run.seed, dynamic_length=not static,
+                                     drop_remainder=training and static)
 
     train_data = dataset(*train, run.train_batch_size, training=True)
     eval_data = dataset(*evaluation, run.eval_batch_size, training=False)
-    steps = math.ceil(len(train[0]) / run.train_batch_size) * run.num_train_epochs
+    steps = (len(train[0]) // run.train_batch_size if static else math.ceil(len(train[0]) / run.train_batch_size))
+    steps *= run.num_train_epochs
     with strategy.scope():
         optimizer, adaptation_callbacks = prepare_training(
             model, run, run.learning_rate, steps, int(steps * run.warmup_proportion),
@@ -181,13 +187,14 @@ def run_tagger(run):
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=conll.IGNORE_LABEL),
+            jit_compile=static,
         )
 
     os.makedirs(run.model_dir, exist_ok=True)
     callbacks = [  # entity metrics first, so TensorBoard and History see them in the logs
         *adaptation_callbacks,
         EntityMetricsCallback(eval_data, evaluation[1], tag_names, strict=run.strict_iob2),
-        *standard_callbacks(run.model_dir),
+        *standard_callbacks(run.model_dir, backup_steps=run.backup_steps, backup_dir=run.backup_dir()),
     ]
     start = time.time()
     history = model.fit(train_data.dataset, validation_data=eval_data.dataset, epochs=run.num_train_epochs,
