@@ -14,6 +14,7 @@ The distilled student learns from the `full` row's fine-tuned model, so `full`
 runs first when `distilled_3_layer` is asked for.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -27,6 +28,9 @@ import keras  # noqa: E402
 from kzoo.models import adaptation  # noqa: E402
 from kzoo.training import ClassifierRun, run_classifier  # noqa: E402
 from kzoo.training.common import write_json_atomically  # noqa: E402
+from kzoo.training.distribution import DistributionOptions  # noqa: E402
+
+import common_flags  # noqa: E402  (tools/ is on sys.path when a script runs)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
@@ -65,7 +69,10 @@ flags.DEFINE_integer("seed", 42, "Seed of the split, the shuffling and the new w
 flags.DEFINE_string("work_dir", os.path.join("runs", "compare_adaptation"), "A model_dir per technique.")
 flags.DEFINE_string("output_json", os.path.join("runs", "compare_adaptation", "results.json"), "JSON results.")
 flags.DEFINE_string("output_markdown", os.path.join("runs", "compare_adaptation", "results.md"), "Markdown table.")
+common_flags.define_distribution_flags(ClassifierRun())
+flags.adopt_module_key_flags(common_flags)
 FLAGS = flags.FLAGS
+DISTRIBUTION = [f.name for f in dataclasses.fields(DistributionOptions)] + ["static_shapes"]
 
 
 def run_technique(name, teacher_dir=None):
@@ -75,7 +82,8 @@ def run_technique(name, teacher_dir=None):
                         num_train_epochs=FLAGS.num_train_epochs, train_batch_size=FLAGS.train_batch_size,
                         max_seq_length=FLAGS.max_seq_length, validation_fraction=FLAGS.validation_fraction,
                         seed=FLAGS.seed, model_dir=model_dir, export_dir="", predict_text="", verbose=2,
-                        teacher_model_dir=teacher_dir if name == "distilled_3_layer" else None, **overrides)
+                        teacher_model_dir=teacher_dir if name == "distilled_3_layer" else None,
+                        **{f: FLAGS[f].value for f in DISTRIBUTION}, **overrides)
     keras.backend.clear_session()
     start = time.time()
     result = run_classifier(run)
