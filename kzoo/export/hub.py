@@ -1,0 +1,256 @@
+"""Export a BERT encoder and its preprocessing as TF Hub-style SavedModels.
+
+The layout and APIs follow the TF Hub BERT models (the "Text embeddings with Transformer
+Encoders" SavedModel API that TF Model Garden's `export_tfhub_lib.py` writes): the
+preprocessing and the encoder are two SavedModels, published on TF Hub as two models with
+their own handles and versions (e.g. `bert_en_uncased_preprocess/3` and
+`bert_en_uncased_L-12_H-768_A-12/4`). `export_hub_encoder` therefore writes
+
+    <export_root>/preprocess/<version>/   (saved_model.pb, variables/, assets/vocab.txt)
+    <export_root>/encoder/<version>/      (saved_model.pb, variables/, assets/vocab.txt)
+
+each a standalone SavedModel root (what `hub.KerasLayer`, `keras.layers.TFSMLayer`,
+`tf.saved_model.load` and TF Serving take), under integer version folders written
+atomically (`kzoo.export.versions.write_version`). Both get the same version number (the
+next one free in either), so a pair that belongs together shares its number.
+
+Preprocessing SavedModel (`tf.saved_model.load(path)` gives `preprocess`):
+  - `preprocess(strings)`: tf.string [batch] -> dict of int32 [batch, seq_length]
+    `input_word_ids`, `input_mask`, `input_type_ids` (`seq_length` given at export; one
+    segment, packed as `kzoo.text.BertPacker(seq_length)` packs it). Also the
+    `serving_default` signature (input `text`).
+  - `preprocess.tokenize(strings)`: tf.string [batch] -> int32 RaggedTensor
+    [batch, (words), (wordpieces)] as TF Hub's (words as `BertTokenizer.basic_tokenize`
+    splits them); `.merge_dims(-2, -1)` gives `BertTokenizer`'s [batch, (wordpieces)].
+    `preprocess.tokenize.get_special_tokens_dict()`: int32 scalars `vocab_size`,
+    `start_of_sequence_id`, `end_of_segment_id`, `padding_id`, `mask_id`.
+  - `preprocess.bert_pack_inputs(segments, seq_length=<default>)`: a list of 1 or 2 int32
+    RaggedTensors [batch, (tokens)] or [batch, (words), (tokens)] -> the packed dict,
+    [batch, seq_length]; `seq_length` is an int32 scalar tensor (a Python int works too);
+    truncation as `BertPacker` (round robin for pairs).
+  - `preprocess.vocab_file` (asset, `assets/vocab.txt`), `preprocess.do_lower_case`.
+
+Encoder SavedModel (`encoder = tf.saved_model.load(path)`):
+  - `encoder(inputs, training=False)`: dict of int32 [batch, seq] `input_word_ids`,
+    `input_mask`, `input_type_ids` -> dict `pooled_output` float32 [batch, hidden],
+    `sequence_output` float32 [batch, seq, hidden], `encoder_outputs` (list, one
+    [batch, seq, hidden] per block), `default` (= `pooled_output`); `training=True` turns
+    dropout on.
+  - `encoder.serve(inputs)` / `encoder.serve_training(inputs)`: the same with training
+    False / True, for `keras.layers.TFSMLayer(path, call_endpoint="serve",
+    call_training_endpoint="serve_training", trainable=True)`.
+  - `encoder.variables`, `encoder.trainable_variables`, `encoder.non_trainable_variables`.
+  - `encoder.mlm(inputs)` (only when exported with `pretrainer=`): the encoder inputs plus
+    int32 `masked_lm_positions` [batch, P] -> the encoder outputs plus `mlm_logits`
+    float32 [batch, P, vocab_size]; `training=` as above.
+  - signature `serving_default`: the three int32 inputs -> `pooled_output`,
+    `sequence_output` (TF Serving signatures cannot return the `encoder_outputs` list).
+  - `encoder.vocab_file` (asset), `encoder.do_lower_case`, as TF Hub's encoders keep them.
+"""
+
+import os
+import shutil
+import tempfile
+from typing import NamedTuple
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from kzoo.export.versions import next_version, write_version
+from kzoo.models.encoder import INPUT_NAMES
+from kzoo.text import BertPacker
+
+POSITIONS = "masked_lm_positions"
+
+
+class HubExport(NamedTuple):
+    """The two version folders `export_hub_encoder` wrote."""
+
+    preprocess: str
+    encoder: str
+
+
+def pack_segments(segments, seq_length, cls_id, sep_id, pad_id=0):
+    """`BertPacker`'s packing with `seq_length` a Python int or an int32 scalar tensor.
+
+    Args:
+        segments: a list of 1 or 2 RaggedTensors [batch, (tokens)] or [batch, (words), (tokens)].
+
+    Returns:
+        Dict of int32 [batch, seq_length] `input_word_ids`, `input_mask`, `input_type_ids`.
+    """
+    segments = list(segments)
+    if len(segments) not in (1, 2):
+        raise ValueError(f"bert_pack_inputs packs one or two segments, got {len(segments)}")
+    flat = []
+    for segment in segments:
+        if not isinstance(segment, tf.RaggedTensor):
+            segment = tf.RaggedTensor.from_tensor(tf.convert_to_tensor(segment))
+        if segment.ragged_rank > 1:
+            segment = segment.merge_dims(-2, -1)
+        flat.append(tf.cast(segment, tf.int32))
+    seq_length = tf.cast(seq_length, tf.int32) if tf.is_tensor(seq_length) else int(seq_length)
+    budget = seq_length - 1 - len(flat)
+    trimmed = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(flat)
+    word_ids, type_ids = tf_text.combine_segments(trimmed, cls_id, sep_id)
+    if isinstance(seq_length, int):
+        shape = [None, seq_length]
+    else:
+        shape = tf.stack([tf.cast(word_ids.nrows(), tf.int32), seq_length])
+    return {
+        "input_word_ids": word_ids.to_tensor(pad_id, shape=shape),
+        "input_mask": tf.ones_like(word_ids).to_tensor(0, shape=shape),
+        "input_type_ids": tf.cast(type_ids, tf.int32).to_tensor(0, shape=shape),
+    }
+
+
+def _float32(outputs):
+    return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32) if t.dtype.is_floating else t, outputs)
+
+
+def _input_spec(with_positions=False):
+    names = INPUT_NAMES + ((POSITIONS,) if with_positions else ())
+    return {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in names}
+
+
+def _preprocess_module(tokenizer, seq_length, vocab_path):
+    root = tf.__internal__.tracking.AutoTrackable()
+    packer = BertPacker.from_tokenizer(tokenizer, seq_length)
+    ids = dict(cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id)
+    string_spec = tf.TensorSpec([None], tf.string)
+
+    def tokenize(strings):
+        words = tokenizer.basic_tokenize(strings)
+        return tokenizer(words)  # each word alone: [batch, (words), (pieces)]
+
+    root.tokenize = tf.__internal__.tracking.AutoTrackable()
+    root.tokenize.__call__ = tf.function(tokenize, input_signature=[string_spec], autograph=False)
+    # calls the tokenize function, so the SavedModel holds the tokenizer's graph once
+    root.__call__ = tf.function(lambda strings: packer(root.tokenize.__call__(strings).merge_dims(-2, -1)),
+                                input_signature=[string_spec], autograph=False)
+    special = {
+        "vocab_size": tokenizer.vocab_size,
+        "start_of_sequence_id": tokenizer.cls_token_id,
+        "end_of_segment_id": tokenizer.sep_token_id,
+        "padding_id": tokenizer.pad_token_id,
+        "mask_id": tokenizer.mask_token_id,
+    }
+    root.tokenize.get_special_tokens_dict = tf.__internal__.tracking.AutoTrackable()
+    root.tokenize.get_special_tokens_dict.__call__ = tf.function(
+        lambda: {k: tf.constant(v, tf.int32) for k, v in special.items()}, input_signature=[])
+
+    @tf.function(autograph=False)
+    def bert_pack_inputs(inputs, seq_length=seq_length):
+        return pack_segments(inputs, seq_length, **ids)
+
+    root.bert_pack_inputs = tf.__internal__.tracking.AutoTrackable()
+    root.bert_pack_inputs.__call__ = bert_pack_inputs
+    for ragged_rank in (1, 2):
+        for count in (1, 2):
+            specs = [tf.RaggedTensorSpec([None] * (ragged_rank + 1), tf.int32, ragged_rank=ragged_rank)
+                     for _ in range(count)]
+            bert_pack_inputs.get_concrete_function(specs, seq_length=tf.TensorSpec([], tf.int32))
+    root.vocab_file = tf.saved_model.Asset(vocab_path)
+    root.do_lower_case = tf.Variable(bool(tokenizer.lower_case), trainable=False, name="do_lower_case")
+    serving = tf.function(lambda text: root.__call__(text), input_signature=[tf.TensorSpec([None], tf.string,
+                                                                                           name="text")])
+    return root, {"serving_default": serving.get_concrete_function()}
+
+
+def _encoder_module(encoder, pretrainer, tokenizer, vocab_path):
+    root = tf.__internal__.tracking.AutoTrackable()
+    root.variables = list(encoder.variables)
+    root.trainable_variables = list(encoder.trainable_variables)
+    root.non_trainable_variables = list(encoder.non_trainable_variables)
+
+    def encode(inputs, training):
+        outputs = encoder({name: inputs[name] for name in INPUT_NAMES}, training=training)
+        result = {"sequence_output": outputs["sequence_output"], "pooled_output": outputs["pooled_output"],
+                  "encoder_outputs": list(outputs["encoder_outputs"]), "default": outputs["pooled_output"]}
+        return _float32(result)
+
+    root.__call__ = tf.function(lambda inputs, training=False: encode(inputs, training), autograph=False)
+    for training in (False, True):
+        root.__call__.get_concrete_function(_input_spec(), training=training)
+    # the endpoints below call the traced __call__, so the encoder's graph is not traced again
+    root.serve = tf.function(lambda inputs: root.__call__(inputs, training=False), input_signature=[_input_spec()],
+                             autograph=False)
+    root.serve_training = tf.function(lambda inputs: root.__call__(inputs, training=True),
+                                      input_signature=[_input_spec()], autograph=False)
+
+    @tf.function(input_signature=[*_input_spec().values()], autograph=False)
+    def serving_default(input_word_ids, input_mask, input_type_ids):
+        outputs = root.__call__({"input_word_ids": input_word_ids, "input_mask": input_mask,
+                                 "input_type_ids": input_type_ids}, training=False)
+        return {"pooled_output": outputs["pooled_output"], "sequence_output": outputs["sequence_output"]}
+
+    if pretrainer is not None:
+        head = pretrainer.masked_lm
+
+        def mlm(inputs, training):
+            result = dict(root.__call__({name: inputs[name] for name in INPUT_NAMES}, training=training))
+            logits = head(tf.cast(result["sequence_output"], encoder.compute_dtype), inputs[POSITIONS],
+                          training=training)
+            result["mlm_logits"] = tf.cast(logits, tf.float32)
+            return result
+
+        root.mlm = tf.__internal__.tracking.AutoTrackable()
+        root.mlm.variables = list(encoder.variables) + list(head.variables)
+        root.mlm.trainable_variables = list(encoder.trainable_variables) + list(head.trainable_variables)
+        root.mlm.__call__ = tf.function(lambda inputs, training=False: mlm(inputs, training), autograph=False)
+        for training in (False, True):
+            root.mlm.__call__.get_concrete_function(_input_spec(True), training=training)
+    root.vocab_file = tf.saved_model.Asset(vocab_path)
+    root.do_lower_case = tf.Variable(bool(tokenizer.lower_case), trainable=False, name="do_lower_case")
+    return root, {"serving_default": serving_default.get_concrete_function()}
+
+
+def export_hub_encoder(encoder, tokenizer, export_root, seq_length=128, pretrainer=None, version=None):
+    """Writes TF Hub-style preprocessing and encoder SavedModels (see the module docstring).
+
+    Args:
+        encoder: a kzoo encoder `keras.Model` (`kzoo.models.bert_encoder`), or a model
+            holding exactly one.
+        tokenizer: its `kzoo.text.BertTokenizer`; its vocabulary becomes `assets/vocab.txt`.
+        export_root: writes `<export_root>/preprocess/<version>` and
+            `<export_root>/encoder/<version>`.
+        seq_length: the length the preprocessing model packs to by default.
+        pretrainer: a `kzoo.models.bert_pretrainer` on this encoder: adds the `mlm`
+            sub-object (its masked-LM head) to the encoder SavedModel.
+        version: integer version of both; default: the next one free in both folders.
+
+    Returns:
+        `HubExport(preprocess=<path>, encoder=<path>)`, the two version folders.
+    """
+    from kzoo.checkpoints.mapping import find_encoder
+
+    encoder = find_encoder(encoder)
+    if pretrainer is not None:
+        if not hasattr(pretrainer, "masked_lm"):
+            raise ValueError("pretrainer must be a kzoo BertPretrainer (with a masked_lm head)")
+        if pretrainer.encoder is not encoder:
+            raise ValueError(f"pretrainer {pretrainer.name!r} is built on another encoder than {encoder.name!r}")
+    if seq_length < 3:
+        raise ValueError(f"seq_length must be >= 3, got {seq_length}")
+    export_root = os.fspath(export_root)
+    roots = {kind: os.path.join(export_root, kind) for kind in HubExport._fields}
+    if version is None:
+        version = max(next_version(root) for root in roots.values())
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_path = os.path.join(tmp, "vocab.txt")
+        with open(vocab_path, "w", encoding="utf-8", newline="\n") as f:
+            f.write("".join(token + "\n" for token in tokenizer.vocabulary))
+        modules = {"preprocess": _preprocess_module(tokenizer, seq_length, vocab_path),
+                   "encoder": _encoder_module(encoder, pretrainer, tokenizer, vocab_path)}
+        paths = {}
+        try:
+            for kind, (module, signatures) in modules.items():
+                def write(path, module=module, signatures=signatures):
+                    tf.saved_model.save(module, path, signatures=signatures)
+
+                paths[kind] = write_version(roots[kind], write, version)
+        except BaseException:
+            for path in paths.values():  # no half pair
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+    return HubExport(**paths)
