@@ -59,6 +59,9 @@ flags.DEFINE_integer("max_eval_examples", None, "Predict and score only the firs
 flags.DEFINE_integer("seed", D.seed, "Seeds shuffling, dropout and the new head.")
 flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, per-epoch weight checkpoints, model.keras, "
                     "predictions.json, nbest_predictions.json and (SQuAD 2.0) null_odds.json.")
+flags.DEFINE_string("export_dir", D.export_dir, "SavedModel base path (e.g. savedmodels/squad): raw question and "
+                    "context in, answer text with its character start/end and score out (long contexts split "
+                    "with --doc_stride in the graph). Empty: no export.")
 flags.mark_flag_as_required("train_file")
 
 
@@ -80,6 +83,8 @@ def main(argv):
     print(f"n-best predictions: {result['nbest_file']}")
     if result["null_odds_file"]:
         print(f"null odds: {result['null_odds_file']}")
+    if result["export_path"]:
+        print(f"exported SavedModel: {result['export_path']}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ flags.DEFINE_bool("strict_iob2", D.strict_iob2, "Score entities with seqeval's s
 flags.DEFINE_integer("seed", D.seed, "Seeds the split, shuffling, dropout and the new head.")
 flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs (with val_entity_precision/recall/f1), per-epoch "
                     "weight checkpoints, model.keras and tags.json.")
+flags.DEFINE_string("export_dir", D.export_dir, "SavedModel base path (e.g. savedmodels/ner): raw text in, words and "
+                    "their tags out, in TF Serving's integer version folders. Empty: no export.")
 flags.mark_flag_as_required("train_file")
 
 
@@ -60,6 +62,8 @@ def main(argv):
           f"({result['num_eval']} sentences, {result['train_seconds']:.0f} s training)")
     if result["predictions_file"]:
         print(f"predictions: {result['predictions_file']}")
+    if result["export_path"]:
+        print(f"exported SavedModel: {result['export_path']}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ class SquadRun(AdaptationOptions, DistributionOptions):
             train_file are not trained on but predicted and evaluated.
         max_eval_examples: predict / evaluate the first N questions of the evaluation data only
             (quick checks); None: all.
+        export_dir: SavedModel base path for `kzoo.export.export_span_labeler`
+            (raw question and context in, answer text and character span
+            out, doc stride in the graph); empty: no export.
         static_shapes: drop the last partial training batch and compile the
             train step with XLA (windows are always max_seq_length long;
             automatic under TPUStrategy).
@@ -86,6 +89,7 @@ class SquadRun(AdaptationOptions, DistributionOptions):
     holdout_articles: int = 0
     max_eval_examples: int = None
     static_shapes: bool = False
+    export_dir: str = ""
     seed: int = 42
     model_dir: str = os.path.join("runs", "squad")
     verbose: int = 1
@@ -316,7 +320,19 @@ def run_squad(run):
     if metrics is not None:
         logging.info("evaluation after %.0f s of training (%d questions): %s", train_seconds,
                      metrics["total"], metrics)
+    export_path = None
+    if run.export_dir:
+        from kzoo.export import export_span_labeler
+        from kzoo.training.recipe import serving_model
+
+        export_path = export_span_labeler(
+            serving_model(model, run), tokenizer, run.export_dir, max_seq_length=run.max_seq_length,
+            doc_stride=run.doc_stride, max_query_length=run.max_query_length,
+            max_answer_length=run.max_answer_length, version_2_with_negative=run.version_2_with_negative,
+            null_score_diff_threshold=run.null_score_diff_threshold, n_best_size=run.n_best_size)
+        logging.info("exported SavedModel to %s", export_path)
     return {
+        "export_path": export_path,
         "metrics": metrics,
         "num_train": len(inputs.train_examples),
         "num_train_features": len(train_features),

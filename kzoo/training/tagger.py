@@ -44,6 +44,8 @@ class TaggerRun(AdaptationOptions, DistributionOptions):
         warmup_proportion: fraction of steps spent warming up.
         validation_fraction: share of training sentences held out when there is no eval_file.
         strict_iob2: score entities with seqeval's strict IOB2 rules instead of conlleval's.
+        export_dir: SavedModel base path for `kzoo.export.export_tagger`
+            (raw text in, words and tags out); empty: no export.
         static_shapes: pad to max_seq_length, drop the last partial training
             batch and compile the train step with XLA (automatic under
             TPUStrategy).
@@ -71,6 +73,7 @@ class TaggerRun(AdaptationOptions, DistributionOptions):
     validation_fraction: float = 0.1
     strict_iob2: bool = False
     static_shapes: bool = False
+    export_dir: str = ""
     seed: int = 42
     model_dir: str = os.path.join("runs", "tagger")
     verbose: int = 1
@@ -226,6 +229,14 @@ def run_tagger(run):
         ids = conll.word_predictions(logits, predict_data.first_piece_positions, fill_id=tag_names.index("O"))
         write_predictions(path, predict, [[tag_names[i] for i in row] for row in ids])
         result["predictions_file"] = path
+    result["export_path"] = None
+    if run.export_dir:
+        from kzoo.export import export_tagger
+        from kzoo.training.recipe import serving_model
+
+        result["export_path"] = export_tagger(serving_model(model, run), tokenizer, tag_names, run.export_dir,
+                                              seq_length=run.max_seq_length)
+        logging.info("exported SavedModel to %s", result["export_path"])
     return result
 
 

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kzoo.checkpoints import save_official_bert
 from kzoo.configs import BertConfig
@@ -48,18 +49,29 @@ def test_tagger_and_span_labeler_static_shapes(tmp_path, tiny_checkpoint):
     _write_conll(conll, _sentences())
     result = run_tagger(TaggerRun(train_file=str(conll), init_checkpoint=tiny_checkpoint, static_shapes=True,
                                   num_train_epochs=1, max_seq_length=24, train_batch_size=8, eval_batch_size=8,
-                                  model_dir=str(tmp_path / "tagger"), verbose=0))
+                                  model_dir=str(tmp_path / "tagger"), export_dir=str(tmp_path / "ner"), verbose=0))
     with open(tmp_path / "tagger" / "tags.json", encoding="utf-8") as f:
         assert "B-PER" in json.load(f)
     assert np.isfinite(result["history"]["loss"][-1])
+    assert result["export_path"] == str(tmp_path / "ner" / "1")
+    served = tf.saved_model.load(result["export_path"]).signatures["serving_default"](
+        text=tf.constant(["Angela Merkel visited Paris ."]))
+    assert served["num_words"].numpy().tolist() == [5]
+    assert set(t.decode() for t in served["tags"].numpy()[0]) <= set(result["tag_names"])
 
     data = tmp_path / "tiny-v2.json"
     _v2_file(data)
     result = run_squad(SquadRun(train_file=str(data), predict_file=str(data), version_2_with_negative=True,
                                 init_checkpoint=tiny_checkpoint, static_shapes=True, num_train_epochs=1,
                                 max_seq_length=64, doc_stride=32, max_query_length=16, train_batch_size=4,
-                                model_dir=str(tmp_path / "squad"), verbose=0))
+                                model_dir=str(tmp_path / "squad"), export_dir=str(tmp_path / "qa"), verbose=0))
     assert os.path.exists(tmp_path / "squad" / "predictions.json")
+    context = "The meeting took place in Berlin on Monday."
+    served = tf.saved_model.load(result["export_path"]).signatures["serving_default"](
+        question=tf.constant(["Where was the meeting?"]), context=tf.constant([context]))
+    start, end = int(served["start_char"][0]), int(served["end_char"][0])
+    answer = served["answer"].numpy()[0].decode()
+    assert answer == (context[start:end] if start >= 0 else "")
     assert np.isfinite(result["history"]["loss"][-1])
 
 
