@@ -335,7 +335,7 @@ def test_bad_input_in_a_fresh_process(exported, pair_path, tmp_path):
     assert slowest["seconds"] < CALL_SECONDS, results
 
 
-BAD_TEXTS = {
+SIGNATURE_BAD_TEXTS = {
     "empty": [""],
     "100k characters": ["paris " * 16_666 + "end"],
     "invalid UTF-8": [b"caf\xc3 in \xff paris"],
@@ -343,7 +343,7 @@ BAD_TEXTS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_TEXTS))
+@pytest.mark.parametrize("case", sorted(SIGNATURE_BAD_TEXTS))
 def test_bad_input_through_the_tagger_and_answer_signatures(case, tmp_path_factory, tokenizer):
     """The same bad inputs through the tagger and SQuAD-answer signatures: a
     defined result, quickly, never a crash."""
@@ -360,19 +360,20 @@ def test_bad_input_through_the_tagger_and_answer_signatures(case, tmp_path_facto
                             doc_stride=64, max_query_length=16)
     tagger = tf.saved_model.load(str(root / "tagger" / "1")).signatures["serving_default"]
     answer = tf.saved_model.load(str(root / "qa" / "1")).signatures["serving_default"]
-    texts = tf.constant(BAD_TEXTS[case], tf.string) if BAD_TEXTS[case] else tf.zeros([0], tf.string)
+    rows = SIGNATURE_BAD_TEXTS[case]
+    texts = tf.constant(rows, tf.string) if rows else tf.zeros([0], tf.string)
 
     start = time.time()
     tags = tagger(text=texts)
-    assert tags["tags"].shape[0] == len(BAD_TEXTS[case]) and tags["num_words"].shape == (len(BAD_TEXTS[case]),)
+    assert tags["tags"].shape[0] == len(rows) and tags["num_words"].shape == (len(rows),)
     if case == "empty":
         assert tags["num_words"].numpy().tolist() == [0]
     if case == "100k characters":
         assert int(tags["num_words"][0]) == 16_667  # every word listed; those past the window get "O"
-    out = answer(question=tf.constant(["where ?"] * len(BAD_TEXTS[case]), tf.string) if BAD_TEXTS[case]
-                 else tf.zeros([0], tf.string), context=texts)
-    assert out["answer"].shape == (len(BAD_TEXTS[case]),)
-    for i, context in enumerate(BAD_TEXTS[case]):
+    questions = tf.constant(["where ?"] * len(rows), tf.string) if rows else tf.zeros([0], tf.string)
+    out = answer(question=questions, context=texts)
+    assert out["answer"].shape == (len(rows),)
+    for i, context in enumerate(rows):
         context = context.decode("utf-8", "ignore") if isinstance(context, bytes) else context
         s, e = int(out["start_char"][i]), int(out["end_char"][i])
         assert out["answer"].numpy()[i].decode() == (context[s:e] if s >= 0 else "")
