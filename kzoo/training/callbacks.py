@@ -12,6 +12,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from kzoo.training.strategy import is_chief
+
 
 def _group_multipliers(groups_or_multipliers):
     """`{name: multiplier}` from `layerwise_lr_groups` output or a name -> float mapping."""
@@ -171,24 +173,6 @@ def _write_json(path, value):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(value, f, indent=2)
             f.write("\n")
-
-
-def is_chief(strategy=None):
-    """Whether this process writes shared outputs: always, except under a
-    multi-worker strategy, where only the chief (or worker 0 when the cluster
-    has no chief) does."""
-    strategy = strategy or tf.distribute.get_strategy()
-    extended = getattr(strategy, "extended", None)
-    in_multi_worker = getattr(extended, "_in_multi_worker_mode", None)
-    if not callable(in_multi_worker) or not in_multi_worker():
-        return True
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -197,10 +197,20 @@ def is_chief(strategy=None):
     """Whether this process should write checkpoints, exports and logs.
 
     True except on the non-chief workers of a multi-worker strategy (the
-    chief is the "chief" task, else worker 0).
+    chief is the "chief" task, else worker 0 when the cluster has no chief).
     """
     strategy = tf.distribute.get_strategy() if strategy is None else strategy
-    return bool(getattr(strategy.extended, "should_checkpoint", True))
+    extended = getattr(strategy, "extended", None)
+    in_multi_worker = getattr(extended, "_in_multi_worker_mode", None)
+    if not callable(in_multi_worker) or not in_multi_worker():
+        return True
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
 
 
 # ---------------------------------------------------------------- local
