@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to ../shared, a tiny config, TF1 checkpoint writer."""
+"""Shared test fixtures: paths to ../shared, a tiny config, tiny BERT checkpoint folders, TF1 checkpoint writer."""
 
 import os
 
@@ -35,6 +35,106 @@ def minilm_hf_folder():
         return minilm_folder()
     except ValueError as e:
         pytest.skip(str(e))
+
+
+# A tiny BERT with the real uncased vocabulary (MiniLM's) and MiniLM's layout (post-LN
+# blocks), for the end-to-end tool tests whose assertions do not depend on pretrained
+# weights. Most of such a short run is tracing and graph building, which grows with the
+# number of blocks rather than their width, so they use as few blocks as they can.
+TINY_BERT = dict(vocab_size=30522, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=128)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_folder(tmp_path_factory):
+    """`tiny_bert_folder(num_layers, hf=False)`: a folder with a randomly initialised
+    `TINY_BERT` of that many blocks: an official checkpoint (bert_config.json, vocab.txt,
+    bert_model.ckpt*), or with `hf=True` a Hugging Face one (config.json, vocab.txt,
+    model.safetensors with torch names and [out, in] kernels, as the MiniLM package ships
+    it). Written once per session, depth and format."""
+    folders = {}
+
+    def make(num_layers, hf=False):
+        if (num_layers, hf) not in folders:
+            folder = tmp_path_factory.mktemp(f"tiny_bert_L{num_layers}_uncased_{'hf' if hf else 'official'}")
+            _write_tiny_bert(folder, BertConfig(num_hidden_layers=num_layers, **TINY_BERT), hf)
+            folders[num_layers, hf] = str(folder)
+        return folders[num_layers, hf]
+
+    return make
+
+
+def _uncased_vocab():
+    """MiniLM's vocab.txt: from the pip package the setup installs, else from ../shared."""
+    from kzoo.checkpoints import minilm_folder
+
+    try:
+        return os.path.join(minilm_folder(), "vocab.txt")
+    except ValueError:
+        return shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt")
+
+
+def _write_tiny_bert(folder, config, hf, seed=0):
+    """Writes `tiny_bert_folder`'s files for `config` into `folder`."""
+    import re
+    import shutil
+
+    from kzoo.checkpoints import save_official_bert
+    from kzoo.checkpoints.hf import official_name
+    from kzoo.checkpoints.official import official_arrays
+    from kzoo.models import bert_encoder
+
+    shutil.copyfile(_uncased_vocab(), folder / "vocab.txt")
+    encoder = bert_encoder(config)
+    rng = np.random.default_rng(seed)  # the same weights in every session, without touching global seeds
+    for weight in encoder.weights:
+        if weight.path.endswith(("kernel", "embeddings")):  # BERT's N(0, 0.02); biases 0, LayerNorms 1 and 0
+            weight.assign(rng.normal(0.0, config.initializer_range, weight.shape).astype("float32"))
+    if not hf:
+        config.to_json_file(folder / "bert_config.json")
+        save_official_bert(encoder, folder / "bert_model.ckpt")
+        return
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for name, array in official_arrays(encoder).items():  # bert/encoder/layer_0/attention/self/query/kernel
+        *module, leaf = name[len("bert/"):].split("/")
+        module = ".".join(re.sub(r"^layer_(\d+)$", r"layer.\1", part) for part in module)
+        if leaf.endswith("_embeddings"):
+            hf_name, transpose = f"{module}.{leaf}.weight", False
+        else:
+            torch_leaf = {"kernel": "weight", "gamma": "weight", "beta": "bias"}.get(leaf, leaf)
+            hf_name, transpose = f"{module}.{torch_leaf}", leaf == "kernel"
+        assert official_name(hf_name) == (name, transpose), (name, hf_name)  # what the HF loader reads back
+        tensors[hf_name] = np.ascontiguousarray(array.T if transpose else array)
+    config.to_json_file(folder / "config.json", format="hf")
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+def tiny_bert_parameters(num_layers, num_classes):
+    """Parameters of a `TINY_BERT` classifier (encoder, pooler, head), counted by hand
+    (with MiniLM's sizes the same formula gives its 22,715,526)."""
+    h, i, v, p = (TINY_BERT[k] for k in ("hidden_size", "intermediate_size", "vocab_size",
+                                           "max_position_embeddings"))
+    embeddings = (v + p + 2) * h + 2 * h  # word, position and 2 token-type tables; LayerNorm
+    block = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h  # attention, LN, FFN, LN
+    return embeddings + num_layers * block + (h * h + h) + (h * num_classes + num_classes)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """`no_training()`: from then on any Keras `fit()` fails the test (what follows must stop
+    before training)."""
+
+    def start():
+        import keras
+
+        def fit(*args, **kwargs):
+            raise AssertionError("training started")
+
+        monkeypatch.setattr(keras.Model, "fit", fit)
+
+    return start
 
 
 @pytest.fixture

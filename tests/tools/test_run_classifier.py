@@ -1,8 +1,11 @@
 """tools/run_classifier.py end to end, as a user runs it."""
 
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -41,35 +44,53 @@ def test_quickstart_with_predictions(tmp_path, minilm_hf_folder):
     assert os.listdir(tmp_path / "run" / "logs")  # TensorBoard event files
 
 
-def test_bad_inputs_fail_before_training(tmp_path):
+def test_bad_inputs_fail_before_training(tmp_path, no_training):
+    from kzoo.training import ClassifierRun, run_classifier
+
     bad_eval = tmp_path / "eval.tsv"
     bad_eval.write_text("text\tlabel\nplay jazz\tmusic\nbook a cab\ttaxi\n")
-    for args, message in [
-        ([f"--eval_file={bad_eval}"], f"{bad_eval}:3: unknown label 'taxi'"),
-        ([f"--train_file={tmp_path / 'missing.tsv'}"], "missing.tsv: cannot read"),
-        (["--task=trec"], "expected 'COARSE:fine question'"),
-    ]:
-        run = _run(args + [f"--model_dir={tmp_path / 'run'}"], tmp_path, timeout=300)
-        assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
-        assert "Epoch 1" not in run.stdout
+    (flags, message), *others = [
+        ({"eval_file": bad_eval}, f"{bad_eval}:3: unknown label 'taxi'"),
+        ({"train_file": tmp_path / "missing.tsv"}, "missing.tsv: cannot read"),
+        ({"task": "trec"}, "expected 'COARSE:fine question'"),
+    ]
+    # As a user meets it: the script exits non-zero with the message, having trained nothing.
+    run = _run([f"--{name}={value}" for name, value in flags.items()] + [f"--model_dir={tmp_path / 'run'}"],
+               tmp_path, timeout=300)
+    assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
+    assert "Epoch 1" not in run.stdout
+    # The other inputs through run_classifier, which the script calls with its parsed flags (a
+    # process each would only repeat the start-up and the error report above).
+    no_training()
+    for flags, message in others:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            run_classifier(ClassifierRun(model_dir=str(tmp_path / "run"), export_dir="",
+                                         **{name: str(value) for name, value in flags.items()}))
+    assert not os.path.exists(tmp_path / "run")
 
 
-def test_lora_run_saves_small_weights_and_exports_merged(tmp_path, minilm_hf_folder):
+def test_lora_run_saves_small_weights_and_exports_merged(tmp_path, tiny_bert_folder):
+    """From a tiny 2-block BERT in a Hugging Face folder (the real vocabulary, random weights)."""
     import keras
     import numpy as np
-    import re
     import tensorflow as tf
 
     from kzoo.text import BertPacker, BertTokenizer
+    from tests.conftest import tiny_bert_parameters
 
     export_dir = tmp_path / "export"
-    run = _run(["--num_train_epochs=1", "--lora_rank=4", "--learning_rate=1e-3", f"--model_dir={tmp_path / 'run'}",
-                f"--export_dir={export_dir}", "--verbose=2"], tmp_path)
+    # A large rate, so that on random weights one epoch moves the LoRA factors far enough to change
+    # the outputs (checked below: else the merged export would match without any merging).
+    run = _run([f"--init_checkpoint={tiny_bert_folder(2, hf=True)}", "--num_train_epochs=1", "--lora_rank=4",
+                "--learning_rate=0.1", f"--model_dir={tmp_path / 'run'}", f"--export_dir={export_dir}", "--verbose=2"],
+               tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
     match = re.search(r"trainable parameters: ([\d,]+) of ([\d,]+) \((\d+\.\d\d)%\)", run.stderr)
     trainable, total = (int(match.group(i).replace(",", "")) for i in (1, 2))
-    # LoRA (2 targets x 6 blocks x r(in+out)) + 13 LayerNorms + pooler + 6-class head
-    assert trainable == 2 * 6 * 4 * (384 + 384) + 13 * 2 * 384 + (384 * 384 + 384) + (384 * 6 + 6)
+    # LoRA (2 targets x 2 blocks x r(in+out)) + 5 LayerNorms + pooler + 6-class head, at hidden size 32
+    lora = 2 * 2 * 4 * (32 + 32)
+    assert trainable == lora + 5 * 2 * 32 + (32 * 32 + 32) + (32 * 6 + 6)
+    assert total == tiny_bert_parameters(num_layers=2, num_classes=6) + lora
     assert float(match.group(3)) == round(100 * trainable / total, 2)
     weights = tmp_path / "run" / "adaptation_weights.npz"
     assert os.path.getsize(weights) < os.path.getsize(tmp_path / "run" / "model.keras") / 20
@@ -81,3 +102,9 @@ def test_lora_run_saves_small_weights_and_exports_merged(tmp_path, minilm_hf_fol
     expected = tf.nn.softmax(model(packed, training=False)).numpy()
     serving = tf.saved_model.load(str(export_dir / "1")).signatures["serving_default"]
     np.testing.assert_allclose(serving(text=tf.constant(texts))["probabilities"].numpy(), expected, atol=1e-5)
+    lora_b = [v for v in model.weights if v.path.endswith("lora_b")]
+    assert len(lora_b) == 2 * 2
+    for v in lora_b:
+        v.assign(np.zeros(v.shape, "float32"))
+    without_lora = tf.nn.softmax(model(packed, training=False)).numpy()
+    assert np.abs(without_lora - expected).max() > 1e-3  # 100 times the tolerance above (about 1e-2 here)

@@ -1,10 +1,13 @@
-"""tools/run_squad.py end to end, as a user runs it."""
+"""tools/run_squad.py end to end, as a user runs it, from tiny BERTs in Hugging Face folders with the
+real vocabulary (conftest's `tiny_bert_folder`): nothing checked here depends on pretrained weights."""
 
 import json
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO, shared_path
 
@@ -26,14 +29,15 @@ def _evaluation(stdout):
     return float(exact), float(f1), int(total)
 
 
-def test_squad_v1_holdout(tmp_path, minilm_hf_folder):
+def test_squad_v1_holdout(tmp_path, tiny_bert_folder):
     train_file = shared_path("data", "squad_v1.1", "dev-v1.1-even-articles.json")
     model_dir = tmp_path / "run"
-    run = _run(SMALL + [f"--train_file={train_file}", "--max_train_examples=48", "--holdout_articles=1",
-                        "--max_eval_examples=24", "--n_best_size=5", f"--model_dir={model_dir}",
-                        "--layerwise_lr_decay=0.9", "--lr_schedule=cosine"], tmp_path)
+    run = _run(SMALL + [f"--train_file={train_file}", f"--init_checkpoint={tiny_bert_folder(2, hf=True)}",
+                        "--max_train_examples=48", "--holdout_articles=1", "--max_eval_examples=24", "--n_best_size=5",
+                        f"--model_dir={model_dir}", "--layerwise_lr_decay=0.9", "--lr_schedule=cosine"], tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "trainable parameters: " in run.stderr and "layer-wise learning rates: embeddings x0.5314" in run.stderr
+    assert "trainable parameters: " in run.stderr
+    assert "layer-wise learning rates: embeddings x0.81, layer_0 x0.9, layer_1 x1, head x1" in run.stderr
     assert os.listdir(model_dir / "logs" / "learning_rates")  # per-group rates in TensorBoard
     exact, f1, total = _evaluation(run.stdout)
     assert 0 <= exact <= 100 and 0 <= f1 <= 100 and exact <= f1 and total == 24
@@ -56,7 +60,9 @@ def test_squad_v1_holdout(tmp_path, minilm_hf_folder):
     assert os.listdir(model_dir / "checkpoints") == ["epoch-01.weights.h5"]
 
 
-def test_malformed_squad_fails_before_training(tmp_path):
+def test_malformed_squad_fails_before_training(tmp_path, no_training):
+    from kzoo.training.squad import SquadRun, run_squad
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [
         {"context": "Oslo is the capital of Norway.",
@@ -65,17 +71,26 @@ def test_malformed_squad_fails_before_training(tmp_path):
                  {"id": "q2", "question": "Which country?", "answers": [{"text": "Norway"}]}]}]}]}))
     not_json = tmp_path / "not.json"
     not_json.write_text("{\"data\": [")
-    for args, message in [
-        ([f"--train_file={bad}", "--holdout_articles=0", f"--predict_file={bad}"],
+    (flags, message), *others = [
+        ({"train_file": bad, "holdout_articles": 0, "predict_file": bad},
          f"{bad}: data[0].paragraphs[0].qas[1].answers[0].answer_start is missing"),
-        ([f"--train_file={tmp_path / 'missing.json'}", "--holdout_articles=1"], "missing.json: cannot read"),
-        ([f"--train_file={not_json}", "--holdout_articles=1"], f"{not_json}: not valid SQuAD JSON"),
-        ([f"--train_file={bad}", "--holdout_articles=1", "--max_seq_length=64"],
+        ({"train_file": tmp_path / "missing.json", "holdout_articles": 1}, "missing.json: cannot read"),
+        ({"train_file": not_json, "holdout_articles": 1}, f"{not_json}: not valid SQuAD JSON"),
+        ({"train_file": bad, "holdout_articles": 1, "max_seq_length": 64},
          "max_seq_length 64 leaves no room for the context after a question of max_query_length 64"),
-    ]:
-        run = _run(args + [f"--model_dir={tmp_path / 'run'}"], tmp_path, timeout=300)
-        assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
-        assert "Epoch 1" not in run.stdout
+    ]
+    # As a user meets it: the script exits non-zero with the message, having trained nothing.
+    run = _run([f"--{name}={value}" for name, value in flags.items()] + [f"--model_dir={tmp_path / 'run'}"],
+               tmp_path, timeout=300)
+    assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
+    assert "Epoch 1" not in run.stdout
+    assert not os.path.exists(tmp_path / "run" / "model.keras")
+    # The other inputs through run_squad, which the script calls with its parsed flags.
+    no_training()
+    for flags, message in others:
+        flags = {name: value if isinstance(value, int) else str(value) for name, value in flags.items()}
+        with pytest.raises(ValueError, match=re.escape(message)):
+            run_squad(SquadRun(model_dir=str(tmp_path / "run"), **flags))
         assert not os.path.exists(tmp_path / "run" / "model.keras")
 
 
@@ -104,12 +119,13 @@ def _v2_file(path):
     return [qa["id"] for p in paragraphs for qa in p["qas"]]
 
 
-def test_squad_v2_tiny(tmp_path, minilm_hf_folder):
+def test_squad_v2_tiny(tmp_path, tiny_bert_folder):
     data_file = tmp_path / "tiny-v2.json"
     ids = _v2_file(data_file)
     model_dir = tmp_path / "run"
     run = _run(SMALL + [f"--train_file={data_file}", f"--predict_file={data_file}", "--version_2_with_negative",
-                        "--max_seq_length=64", "--doc_stride=32", f"--model_dir={model_dir}"], tmp_path)
+                        f"--init_checkpoint={tiny_bert_folder(2, hf=True)}", "--max_seq_length=64", "--doc_stride=32",
+                        f"--model_dir={model_dir}"], tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
     exact, f1, total = _evaluation(run.stdout)
     assert 0 <= exact <= 100 and 0 <= f1 <= 100 and total == len(ids)

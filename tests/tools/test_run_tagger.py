@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 SCRIPT = os.path.join(REPO, "tools", "run_tagger.py")
@@ -55,12 +57,14 @@ def _run(args, cwd, timeout=600):
                           cwd=str(cwd))
 
 
-def test_train_evaluate_predict(tmp_path, minilm_hf_folder):
+def test_train_evaluate_predict(tmp_path, tiny_bert_folder):
+    """From a tiny 2-block BERT in a Hugging Face folder with the real vocabulary: nothing checked here
+    depends on pretrained weights."""
     sentences = _sentences()
     train = tmp_path / "train.conll"
     _write_conll(train, sentences)
     model_dir = tmp_path / "run"
-    run = _run([f"--train_file={train}", f"--predict_file={train}", f"--init_checkpoint={minilm_hf_folder}",
+    run = _run([f"--train_file={train}", f"--predict_file={train}", f"--init_checkpoint={tiny_bert_folder(2, hf=True)}",
                 "--num_train_epochs=2", "--train_batch_size=8", "--eval_batch_size=16", "--max_seq_length=32",
                 "--learning_rate=1e-4", "--validation_fraction=0.2", f"--model_dir={model_dir}", "--verbose=2",
                 "--adapter_type=pfeiffer", "--adapter_size=16"],
@@ -96,19 +100,30 @@ def test_train_evaluate_predict(tmp_path, minilm_hf_folder):
     assert not [name for name in os.listdir(model_dir) if name.startswith(".tmp")]
 
 
-def test_bad_inputs_fail_before_training(tmp_path):
+def test_bad_inputs_fail_before_training(tmp_path, no_training):
+    from kzoo.training import TaggerRun, run_tagger
+
     bad = tmp_path / "bad.conll"
     bad.write_text("-DOCSTART- -X- -X- O\n\nJohn NNP I-NP B-PER\nvisited VBD I-VP O\nParis NNP I-NP X-LOC\n")
     good = tmp_path / "train.conll"
     _write_conll(good, _sentences()[:4])
     unknown = tmp_path / "eval.conll"
     unknown.write_text("John B-PER\n\nThe O\nEU B-MISC\n")
-    for args, message in [
-        ([f"--train_file={bad}"], f"{bad}:5: tag 'X-LOC' is not O, B-TYPE or I-TYPE"),
-        ([f"--train_file={good}", f"--eval_file={unknown}"], f"{unknown}:4: tag 'B-MISC' does not occur"),
-        ([f"--train_file={good}", f"--predict_file={tmp_path / 'missing.conll'}"], "missing.conll: cannot read"),
-    ]:
-        run = _run(args + [f"--model_dir={tmp_path / 'run'}"], tmp_path, timeout=300)
-        assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
-        assert "Epoch 1" not in run.stdout
+    (flags, message), *others = [
+        ({"train_file": bad}, f"{bad}:5: tag 'X-LOC' is not O, B-TYPE or I-TYPE"),
+        ({"train_file": good, "eval_file": unknown}, f"{unknown}:4: tag 'B-MISC' does not occur"),
+        ({"train_file": good, "predict_file": tmp_path / "missing.conll"}, "missing.conll: cannot read"),
+    ]
+    # As a user meets it: the script exits non-zero with the message, having trained nothing.
+    run = _run([f"--{name}={value}" for name, value in flags.items()] + [f"--model_dir={tmp_path / 'run'}"],
+               tmp_path, timeout=300)
+    assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
+    assert "Epoch 1" not in run.stdout
+    assert not os.path.exists(tmp_path / "run")
+    # The other inputs through run_tagger, which the script calls with its parsed flags.
+    no_training()
+    for flags, message in others:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            run_tagger(TaggerRun(model_dir=str(tmp_path / "run"),
+                                 **{name: str(value) for name, value in flags.items()}))
         assert not os.path.exists(tmp_path / "run")
