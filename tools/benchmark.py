@@ -22,7 +22,7 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kzoo import benchmark  # noqa: E402
-from kzoo.training.common import write_json_atomically  # noqa: E402
+from kzoo.training.common import write_json_atomically, write_text_atomically  # noqa: E402
 
 _FULL = benchmark.BenchmarkOptions()
 flags.DEFINE_bool("quick", False, "The short run: fewer and shorter windows, fewer requests, no XLA rows "
@@ -84,11 +84,7 @@ def main(argv):
     results["quick"] = FLAGS.quick
     table = benchmark.markdown_table(results)
     write_json_atomically(FLAGS.output_json, results)
-    tmp = f"{FLAGS.output_markdown}.tmp-{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output_markdown)), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(table)
-    os.replace(tmp, FLAGS.output_markdown)
+    write_text_atomically(FLAGS.output_markdown, table)
     print(table)
     print(f"written: {FLAGS.output_json}, {FLAGS.output_markdown} ({results['seconds']:.0f} s)")
 

@@ -27,7 +27,7 @@ import keras  # noqa: E402
 
 from kzoo.models import adaptation  # noqa: E402
 from kzoo.training import ClassifierRun, run_classifier  # noqa: E402
-from kzoo.training.common import write_json_atomically  # noqa: E402
+from kzoo.training.common import write_json_atomically, write_text_atomically  # noqa: E402
 from kzoo.training.distribution import DistributionOptions  # noqa: E402
 
 import common_flags  # noqa: E402  (tools/ is on sys.path when a script runs)
@@ -144,11 +144,7 @@ def main(argv):
             rows.append(row)
     write_json_atomically(FLAGS.output_json, rows)
     table = markdown(rows)
-    tmp = f"{FLAGS.output_markdown}.tmp-{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output_markdown)), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(table)
-    os.replace(tmp, FLAGS.output_markdown)
+    write_text_atomically(FLAGS.output_markdown, table)
     print(table)
     print(f"written: {FLAGS.output_json}, {FLAGS.output_markdown}")
 

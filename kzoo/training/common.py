@@ -49,15 +49,19 @@ def standard_callbacks(model_dir, backup_steps=0, backup_dir=None):
     ]
 
 
-def write_json_atomically(path, value):
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+def write_text_atomically(path, text):
+    """Writes `text` to a temporary file beside `path`, then renames it into place."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+        f.write(text)
     os.replace(tmp, path)
     return path
+
+
+def write_json_atomically(path, value):
+    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+    return write_text_atomically(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
 def save_model(model, model_dir, **json_files):
