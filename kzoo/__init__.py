@@ -5,6 +5,6 @@ works after a bare `import kzoo`, and every kzoo layer, metric and schedule is
 registered for `keras.models.load_model`.
 """
 
-from kzoo import checkpoints, configs, data, export, layers, models, text, training
+from kzoo import checkpoints, configs, data, export, layers, models, tasks, text, training
 
 __version__ = "0.1.0"

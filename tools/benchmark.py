@@ -3,7 +3,7 @@
 Fine-tuning throughput (SST-2 real lengths, and fixed lengths 64 and 128),
 serving latency and throughput (batch 1 and 32) of the exported SavedModels,
 and the training step's FLOP rate as a share of a measured float32 matmul
-peak; the systems are interleaved window by window. See `kzoo.benchmark` for
+peak; the systems are interleaved window by window. See `kzoo.tasks.benchmark` for
 exactly what is compared.
 
     python tools/benchmark.py --quick      # a few minutes on 2 cores
@@ -21,7 +21,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kzoo import benchmark  # noqa: E402
+from kzoo.tasks import benchmark  # noqa: E402
 from kzoo.training.common import write_json_atomically, write_text_atomically  # noqa: E402
 
 _FULL = benchmark.BenchmarkOptions()

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 
 from kzoo.models import adaptation  # noqa: E402
-from kzoo.training import ClassifierRun, run_classifier  # noqa: E402
+from kzoo.tasks import ClassifierRun, run_classifier  # noqa: E402
 from kzoo.training.common import write_json_atomically, write_text_atomically  # noqa: E402
 from kzoo.training.distribution import DistributionOptions  # noqa: E402
 

@@ -16,7 +16,8 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kzoo.models.pretrainer import load_masked_lm, fill_mask  # noqa: E402
+from kzoo.checkpoints import load_masked_lm
+from kzoo.models.pretrainer import fill_mask  # noqa: E402
 
 flags.DEFINE_string("checkpoint", None, "Official pretraining checkpoint folder/prefix, Hugging Face folder, or a "
                     "tools/run_pretraining.py --model_dir.")

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kzoo.training.squad import SquadRun, run_squad  # noqa: E402
+from kzoo.tasks.squad import SquadRun, run_squad  # noqa: E402
 
 import common_flags  # noqa: E402  (tools/ is on sys.path when a script runs)
 

@@ -15,7 +15,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kzoo.training.tagger import TaggerRun, run_tagger  # noqa: E402
+from kzoo.tasks.tagging import TaggerRun, run_tagger  # noqa: E402
 
 import common_flags  # noqa: E402  (tools/ is on sys.path when a script runs)
 

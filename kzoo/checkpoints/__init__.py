@@ -2,5 +2,5 @@
 
 from kzoo.checkpoints.hf import load_hf_bert
 from kzoo.checkpoints.official import load_official_bert, save_official_bert
-from kzoo.checkpoints.pretrained import MINILM, Pretrained, load_pretrained, minilm_folder
+from kzoo.checkpoints.pretrained import MINILM, Pretrained, load_masked_lm, load_pretrained, minilm_folder
 from kzoo.checkpoints.report import LoadReport

@@ -2,6 +2,7 @@
 
 from kzoo.checkpoints import mapping
 from kzoo.checkpoints.report import LoadReport
+from kzoo.models.walk import find_encoder
 
 WORD_EMBEDDINGS = "bert/embeddings/word_embeddings"
 
@@ -24,7 +25,7 @@ def assign(model, stored, unmapped, source, strict=False, encoder=None):
     Every shape is checked before any variable is written, so a failed load
     leaves the model as it was.
     """
-    encoder = encoder if encoder is not None else mapping.find_encoder(model)
+    encoder = encoder if encoder is not None else find_encoder(model)
     entries = mapping.encoder_entries(encoder)
     absent = [e for e in entries if e.name not in stored]  # strict applies to the encoder only
     entries += mapping.head_entries(model)  # pretraining heads, when the model has them

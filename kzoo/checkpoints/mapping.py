@@ -10,7 +10,6 @@ translate their names and layouts to the official ones and reuse the table.
 
 import dataclasses
 
-import keras
 import numpy as np
 
 from kzoo.layers import BertEmbeddings, BertPooler, MaskedLMHead, NextSentenceHead, TransformerEncoderBlock
@@ -46,20 +45,6 @@ class Entry:
         """The variable's value (numpy) in the checkpoint's layout."""
         value = np.asarray(value)
         return value.T if self.layout == "transpose" else value.reshape(self.stored_shape)
-
-
-def find_encoder(model):
-    """Returns the (sub-)model that directly holds a kzoo BertEmbeddings layer."""
-    found = []
-    for layer in [model] + list(model._flatten_layers(include_self=False, recursive=True)):
-        if isinstance(layer, keras.Model) and any(isinstance(l, BertEmbeddings) for l in layer.layers):
-            found.append(layer)
-    if not found:
-        raise ValueError(f"model {model.name!r} contains no kzoo BERT encoder (no BertEmbeddings layer)")
-    if len(found) > 1:
-        names = [m.name for m in found]
-        raise ValueError(f"model {model.name!r} contains {len(found)} BERT encoders {names}; pass encoder=")
-    return found[0]
 
 
 def encoder_entries(encoder):

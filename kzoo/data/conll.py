@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from kzoo.layers.heads import IGNORE_LABEL
 from kzoo.text.packing import BertPacker
 
-IGNORE_LABEL = -100
 DOCSTART = "-DOCSTART-"
 _TAG = re.compile(r"O|[BI]-\S+")
 

@@ -60,7 +60,7 @@ sequentially reproduces the same sequence of masks.
 import keras_hub
 import tensorflow as tf
 
-from kzoo.data.conll import IGNORE_LABEL
+from kzoo.layers.heads import IGNORE_LABEL
 
 RULES = ("official", "keras_hub")
 
@@ -76,7 +76,7 @@ class MLMMasker:
     - `masked_lm_positions` [batch, P] int32: the selected positions,
       ascending, 0 after the last one of a row;
     - `masked_lm_ids` [batch, P] int32: the original ids there, `-100`
-      (`kzoo.data.conll.IGNORE_LABEL`, for `ignore_class=-100` losses) after
+      (`kzoo.layers.IGNORE_LABEL`, for `ignore_class=-100` losses) after
       the last one;
 
     with P = `max_predictions_per_seq` (static). The untouched

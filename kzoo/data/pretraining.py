@@ -43,7 +43,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from kzoo.data.conll import IGNORE_LABEL
+from kzoo.layers.heads import IGNORE_LABEL
 
 INSTANCE_KEYS = ("input_word_ids", "input_mask", "input_type_ids", "next_sentence_labels")
 # Feature names and kinds of google-research/bert's TFRecords (write_instance_to_example_files).

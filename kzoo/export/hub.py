@@ -222,7 +222,7 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=128, pretrain
     Returns:
         `HubExport(preprocess=<path>, encoder=<path>)`, the two version folders.
     """
-    from kzoo.checkpoints.mapping import find_encoder
+    from kzoo.models.walk import find_encoder
 
     encoder = find_encoder(encoder)
     if pretrainer is not None:

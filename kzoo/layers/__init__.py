@@ -3,6 +3,6 @@
 from kzoo.layers.activations import get_activation, gelu_approximate, gelu_exact
 from kzoo.layers.adapters import BottleneckAdapter, LowRankAdapter
 from kzoo.layers.embeddings import BertEmbeddings
-from kzoo.layers.masked_lm import MaskedLMHead, masked_lm_head
-from kzoo.layers.heads import BertPooler, ClassificationHead, NextSentenceHead, SpanHead, TokenClassificationHead
+from kzoo.layers.masked_lm import MaskedLMHead
+from kzoo.layers.heads import IGNORE_LABEL, BertPooler, ClassificationHead, NextSentenceHead, SpanHead, TokenClassificationHead
 from kzoo.layers.transformer import TransformerEncoderBlock

@@ -3,6 +3,10 @@ and next-sentence-prediction heads (the masked-LM head is in masked_lm.py)."""
 
 import keras
 
+# The label of positions no loss or metric counts: padding, special tokens, word pieces after a word's first, unmasked
+# positions of a masked LM. The data pipelines write it; the models' losses and metrics skip it.
+IGNORE_LABEL = -100
+
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class BertPooler(keras.layers.Layer):

@@ -14,7 +14,6 @@ import keras
 
 from kzoo.layers import activations
 from kzoo.layers.embeddings import BertEmbeddings
-from kzoo.layers.transformer import TransformerEncoderBlock
 
 
 def _embedding_variable(source):
@@ -127,7 +126,7 @@ class MaskedLMHead(keras.layers.Layer):
         if self._table is None:
             raise ValueError(
                 f"MaskedLMHead {self.name!r} is not tied to a word-embedding table: call "
-                "head.tie(encoder_embeddings) (or build it with kzoo.layers.masked_lm.masked_lm_head(encoder))"
+                "head.tie(encoder_embeddings) (or build it with kzoo.models.masked_lm_head(encoder))"
             )
         if masked_positions is not None:
             positions = keras.ops.cast(masked_positions, "int32")
@@ -157,43 +156,3 @@ class MaskedLMHead(keras.layers.Layer):
             initializer_range=self.initializer_range,
         )
         return config
-
-
-def masked_lm_head(encoder, name="mlm"):
-    """A `MaskedLMHead` sized and tied to a kzoo encoder.
-
-    Vocabulary, width and initializer range come from the encoder's
-    `BertEmbeddings`; activation and LayerNorm epsilon from its first
-    `TransformerEncoderBlock` (as google-research/bert, which uses
-    `hidden_act` for the transform).
-
-    Args:
-        encoder: a kzoo encoder `keras.Model`, or a model containing exactly
-            one (e.g. a `bert_classifier`).
-        name: layer name.
-
-    Example:
-    >>> from kzoo import configs
-    >>> from kzoo.models.encoder import bert_encoder
-    >>> encoder = bert_encoder(configs.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-    ...                                           num_attention_heads=2, intermediate_size=32))
-    >>> head = masked_lm_head(encoder)
-    >>> tuple(head(keras.ops.ones((2, 4, 16)), keras.ops.zeros((2, 1), "int32")).shape)
-    (2, 1, 50)
-    """
-    from kzoo.checkpoints.mapping import find_encoder  # kzoo.checkpoints imports kzoo.layers
-
-    encoder = find_encoder(encoder)
-    (embeddings,) = [layer for layer in encoder.layers if isinstance(layer, BertEmbeddings)]
-    blocks = [layer for layer in encoder.layers if isinstance(layer, TransformerEncoderBlock)]
-    if not blocks:
-        raise ValueError(f"encoder {encoder.name!r} has no TransformerEncoderBlock")
-    return MaskedLMHead(
-        vocab_size=embeddings.vocab_size,
-        hidden_size=embeddings.hidden_size,
-        activation=blocks[0].activation,
-        layer_norm_eps=blocks[0].layer_norm_eps,
-        initializer_range=embeddings.initializer_range,
-        embeddings=embeddings,
-        name=name,
-    )

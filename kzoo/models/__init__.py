@@ -12,4 +12,5 @@ from kzoo.models.electra import ElectraPretrainer, electra_pretrainer
 from kzoo.models.ensemble import classifier_ensemble
 from kzoo.models.multitask import auxiliary_mlm_dataset, with_auxiliary_mlm
 from kzoo.models.pretrainer import (BertPretrainer, MaskedLMAccuracy, MaskedLMLoss, bert_pretrainer, compile_pretrainer,
-                                    fill_mask, load_masked_lm, pretraining_losses, pretraining_metrics)
+                                    fill_mask, masked_lm_head, pretraining_losses, pretraining_metrics)
+from kzoo.models.walk import find_encoder

@@ -29,7 +29,7 @@ import tempfile
 import keras
 import numpy as np
 
-from kzoo.checkpoints.mapping import find_encoder
+from kzoo.models.walk import find_encoder
 from kzoo.layers import BertPooler, BottleneckAdapter, LowRankAdapter, TransformerEncoderBlock
 
 

@@ -4,7 +4,7 @@ shallower one.
 Workflow: `student = student_from_teacher(teacher, num_layers)`;
 `soft = teacher_logits(teacher, train_ds)` on an unshuffled dataset; train
 `distillation_model(student)` on (features, {"logits": labels, "distill":
-soft}) with `loss, loss_weights = distillation_losses(T, alpha)`; save or
+soft}) with `loss, loss_weights = kzoo.training.distillation_losses(T, alpha)`; save or
 export `student` itself (the training model only adds an Identity output).
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo import configs
-from kzoo.checkpoints.mapping import find_encoder
+from kzoo.models.walk import find_encoder
 from kzoo.layers import BertEmbeddings, BertPooler, ClassificationHead, TransformerEncoderBlock
 from kzoo.models.classifier import bert_classifier
 from kzoo.models.encoder import bert_encoder, encoder_inputs
@@ -113,7 +113,7 @@ def distillation_model(student, name=None):
 
     Outputs `{"logits": s, "distill": s}` ("distill" through an Identity
     layer) so the hard labels and the teacher's logits get separate losses;
-    see `distillation_losses`. It shares every layer with `student`.
+    see `kzoo.training.distillation_losses`. It shares every layer with `student`.
 
     Args:
         student: a classifier `keras.Model` on the encoder input dict.
@@ -123,6 +123,7 @@ def distillation_model(student, name=None):
     >>> config = configs.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
     ...                             num_attention_heads=2, intermediate_size=32)
     >>> model = distillation_model(bert_classifier(config, num_classes=3))
+    >>> from kzoo.training import distillation_losses
     >>> loss, loss_weights = distillation_losses(temperature=2.0, alpha=0.5)
     >>> model.compile(optimizer="adam", loss=loss, loss_weights=loss_weights)
     >>> sorted(model.output)
@@ -132,31 +133,6 @@ def distillation_model(student, name=None):
     logits = student(inputs)
     distill = keras.layers.Identity(name="distill")(logits)
     return keras.Model(inputs, {"logits": logits, "distill": distill}, name=name or f"{student.name}_distillation")
-
-
-def distillation_losses(temperature=2.0, alpha=0.5):
-    """`(loss, loss_weights)` for `distillation_model(...).compile`.
-
-    Total loss `(1 - alpha) * CE(labels, s) + alpha * T^2 KL(teacher_T || s_T)`.
-
-    Args:
-        temperature: distillation temperature T.
-        alpha: weight of the soft (teacher) term, in [0, 1].
-
-    Example:
-    >>> loss, weights = distillation_losses(temperature=4.0, alpha=0.9)
-    >>> weights
-    {'logits': 0.09999999999999998, 'distill': 0.9}
-    """
-    from kzoo.training.losses import DistillationLoss  # kzoo.training imports kzoo.models
-
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    loss = {
-        "logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        "distill": DistillationLoss(temperature),
-    }
-    return loss, {"logits": 1.0 - alpha, "distill": alpha}
 
 
 def teacher_logits(teacher, dataset):

@@ -23,8 +23,8 @@ import math
 import keras
 import tensorflow as tf
 
-from kzoo.checkpoints.mapping import find_encoder
-from kzoo.data.conll import IGNORE_LABEL
+from kzoo.models.walk import find_encoder
+from kzoo.layers.heads import IGNORE_LABEL
 from kzoo.layers import activations
 from kzoo.layers.embeddings import BertEmbeddings
 from kzoo.layers.masked_lm import MaskedLMHead
@@ -347,7 +347,7 @@ def electra_pretrainer(discriminator, generator_num_layers=None, generator_inter
     Args:
         discriminator: a kzoo encoder (`bert_encoder`, or
             `load_pretrained(...).encoder`), or a model containing exactly one
-            (found with `kzoo.checkpoints.mapping.find_encoder`).
+            (found with `kzoo.models.find_encoder`).
         generator_num_layers: generator blocks; default a third of the
             discriminator's, rounded up (at least 1).
         generator_intermediate_size: generator feed-forward width; default a

@@ -10,9 +10,9 @@ saved and exported; only the MLM head's transform and bias are extra.
 
 import keras
 
-from kzoo.checkpoints.mapping import find_encoder
-from kzoo.data.conll import IGNORE_LABEL
-from kzoo.layers.masked_lm import masked_lm_head
+from kzoo.models.walk import find_encoder
+from kzoo.layers.heads import IGNORE_LABEL
+from kzoo.models.pretrainer import masked_lm_head
 from kzoo.models.encoder import INPUT_NAMES, encoder_inputs
 
 MLM_INPUT_NAMES = ("masked_input_word_ids", "masked_lm_positions")
@@ -29,7 +29,7 @@ def with_auxiliary_mlm(classifier, mlm_head=None, max_predictions_per_seq=None, 
 
     Args:
         classifier: a kzoo classifier (e.g. `bert_classifier`); its encoder is
-            found with `kzoo.checkpoints.mapping.find_encoder`.
+            found with `kzoo.models.find_encoder`.
         mlm_head: a tied `MaskedLMHead`; default `masked_lm_head(encoder)`.
         max_predictions_per_seq: static P of the positions input (or None).
         name: model name (default: "<classifier name>_with_mlm").

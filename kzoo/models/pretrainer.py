@@ -17,13 +17,52 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kzoo.checkpoints.mapping import find_encoder
-from kzoo.data.conll import IGNORE_LABEL
-from kzoo.layers.heads import NextSentenceHead
-from kzoo.layers.masked_lm import MaskedLMHead, masked_lm_head
+from kzoo.layers.embeddings import BertEmbeddings
+from kzoo.layers.heads import IGNORE_LABEL, NextSentenceHead
+from kzoo.layers.masked_lm import MaskedLMHead
+from kzoo.layers.transformer import TransformerEncoderBlock
 from kzoo.models.encoder import INPUT_NAMES
+from kzoo.models.walk import find_encoder
 
 POSITIONS = "masked_lm_positions"
+
+
+def masked_lm_head(encoder, name="mlm"):
+    """A `MaskedLMHead` sized and tied to a kzoo encoder.
+
+    Vocabulary, width and initializer range come from the encoder's
+    `BertEmbeddings`; activation and LayerNorm epsilon from its first
+    `TransformerEncoderBlock` (as google-research/bert, which uses
+    `hidden_act` for the transform).
+
+    Args:
+        encoder: a kzoo encoder `keras.Model`, or a model containing exactly
+            one (e.g. a `bert_classifier`).
+        name: layer name.
+
+    Example:
+    >>> from kzoo import configs
+    >>> from kzoo.models.encoder import bert_encoder
+    >>> encoder = bert_encoder(configs.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+    ...                                           num_attention_heads=2, intermediate_size=32))
+    >>> head = masked_lm_head(encoder)
+    >>> tuple(head(keras.ops.ones((2, 4, 16)), keras.ops.zeros((2, 1), "int32")).shape)
+    (2, 1, 50)
+    """
+    encoder = find_encoder(encoder)
+    (embeddings,) = [layer for layer in encoder.layers if isinstance(layer, BertEmbeddings)]
+    blocks = [layer for layer in encoder.layers if isinstance(layer, TransformerEncoderBlock)]
+    if not blocks:
+        raise ValueError(f"encoder {encoder.name!r} has no TransformerEncoderBlock")
+    return MaskedLMHead(
+        vocab_size=embeddings.vocab_size,
+        hidden_size=embeddings.hidden_size,
+        activation=blocks[0].activation,
+        layer_norm_eps=blocks[0].layer_norm_eps,
+        initializer_range=embeddings.initializer_range,
+        embeddings=embeddings,
+        name=name,
+    )
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -200,30 +239,6 @@ def compile_pretrainer(model, optimizer, **kwargs):
 
 
 MASK = "[MASK]"
-
-
-def load_masked_lm(checkpoint, config_file=None, vocab_file=None):
-    """(BertPretrainer with its MLM head loaded, BertTokenizer) from an
-    official pretraining checkpoint, a Hugging Face BertForPreTraining /
-    BertForMaskedLM folder or a `tools/run_pretraining.py` output folder.
-
-    A checkpoint without the masked-LM head (`cls/predictions/*`; e.g. a
-    sentence-embedding model such as all-MiniLM-L6-v2) raises a ValueError
-    rather than predicting with a random head.
-    """
-    from kzoo.checkpoints import load_pretrained
-    from kzoo.text import BertTokenizer
-
-    pretrained = load_pretrained(checkpoint, config_file=config_file, vocab_file=vocab_file, with_heads=True)
-    model = pretrained.pretrainer
-    new = [p for p in pretrained.report.missing if p.startswith(model.masked_lm.path + "/")
-           or p.startswith(model.masked_lm.name + "/")]
-    if new:
-        raise ValueError(
-            f"{pretrained.source}: no masked-LM head in this checkpoint (cls/predictions/* absent; the head's "
-            f"{len(new)} variables would be random). Train one with tools/run_pretraining.py "
-            f"--init_checkpoint={pretrained.source}")
-    return model, BertTokenizer(pretrained.vocab_file, lower_case=pretrained.lower_case)
 
 
 def fill_mask(model, tokenizer, texts, top_k=5, max_seq_length=128):

@@ -20,7 +20,7 @@ import collections
 import keras
 from absl import logging
 
-from kzoo.checkpoints.mapping import find_encoder
+from kzoo.models.walk import find_encoder
 from kzoo.layers import BertEmbeddings, TransformerEncoderBlock
 
 

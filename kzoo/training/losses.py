@@ -42,3 +42,26 @@ class DistillationLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
+
+
+def distillation_losses(temperature=2.0, alpha=0.5):
+    """`(loss, loss_weights)` for `distillation_model(...).compile`.
+
+    Total loss `(1 - alpha) * CE(labels, s) + alpha * T^2 KL(teacher_T || s_T)`.
+
+    Args:
+        temperature: distillation temperature T.
+        alpha: weight of the soft (teacher) term, in [0, 1].
+
+    Example:
+    >>> loss, weights = distillation_losses(temperature=4.0, alpha=0.9)
+    >>> weights
+    {'logits': 0.09999999999999998, 'distill': 0.9}
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    loss = {
+        "logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "distill": DistillationLoss(temperature),
+    }
+    return loss, {"logits": 1.0 - alpha, "distill": alpha}

@@ -447,7 +447,7 @@ def layerwise_lr_groups(model, decay, embeddings_multiplier=None, head_multiplie
 
     Args:
         model: a kzoo model holding one BERT encoder (see
-            `kzoo.checkpoints.mapping.find_encoder`), or the encoder itself.
+            `kzoo.models.find_encoder`), or the encoder itself.
         decay: per-layer decay factor, > 0 (typically 0.65 - 0.95).
         embeddings_multiplier: override for the embeddings' multiplier.
         head_multiplier: multiplier of the "head" group.
@@ -464,7 +464,7 @@ def layerwise_lr_groups(model, decay, embeddings_multiplier=None, head_multiplie
     >>> [(name, m) for name, (m, _) in groups.items()]
     [('embeddings', 0.25), ('layer_0', 0.5), ('layer_1', 1.0), ('head', 1.0)]
     """
-    from kzoo.checkpoints.mapping import find_encoder
+    from kzoo.models.walk import find_encoder
     from kzoo.layers import BertEmbeddings, TransformerEncoderBlock
 
     if not decay > 0:

@@ -9,7 +9,8 @@ import os
 
 from absl import logging
 
-from kzoo.checkpoints.mapping import encoder_entries, find_encoder
+from kzoo.checkpoints.mapping import encoder_entries
+from kzoo.models.walk import find_encoder
 from kzoo.models import adaptation
 from kzoo.training import callbacks as kzoo_callbacks
 from kzoo.training import freezing, optimization, regularizers

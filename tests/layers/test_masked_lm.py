@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kzoo.layers.masked_lm import MaskedLMHead, masked_lm_head
+from kzoo.layers.masked_lm import MaskedLMHead
+from kzoo.models.pretrainer import masked_lm_head
 from kzoo.models.encoder import bert_encoder
 from tests.conftest import random_inputs
 

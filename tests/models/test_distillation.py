@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kzoo.checkpoints.mapping import find_encoder
+from kzoo.models.walk import find_encoder
 from kzoo.models.classifier import bert_classifier
-from kzoo.models.distillation import distillation_losses, distillation_model, student_from_teacher, teacher_logits
+from kzoo.models.distillation import distillation_model, student_from_teacher, teacher_logits
+from kzoo.training.losses import distillation_losses
 from kzoo.training.losses import DistillationLoss
 from tests.conftest import random_inputs
 

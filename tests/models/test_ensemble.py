@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kzoo.checkpoints.mapping import find_encoder
+from kzoo.models.walk import find_encoder
 from kzoo.configs import BertConfig
 from kzoo.export.classifier import export_classifier
 from kzoo.models.classifier import bert_classifier

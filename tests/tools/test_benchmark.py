@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kzoo import benchmark
+from kzoo.tasks import benchmark
 from tests.conftest import REPO, SHARED
 
 TINY = ["--num_layers=1", "--hidden_size=32", "--num_heads=2", "--intermediate_size=64"]

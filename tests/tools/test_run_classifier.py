@@ -45,7 +45,7 @@ def test_quickstart_with_predictions(tmp_path, minilm_hf_folder):
 
 
 def test_bad_inputs_fail_before_training(tmp_path, no_training):
-    from kzoo.training import ClassifierRun, run_classifier
+    from kzoo.tasks import ClassifierRun, run_classifier
 
     bad_eval = tmp_path / "eval.tsv"
     bad_eval.write_text("text\tlabel\nplay jazz\tmusic\nbook a cab\ttaxi\n")

@@ -18,8 +18,9 @@ import tensorflow as tf
 from kzoo.checkpoints import load_official_bert, load_pretrained
 from kzoo.configs import BertConfig
 from kzoo.data import pretraining as pretraining_data
-from kzoo.models import bert_classifier, bert_encoder, fill_mask, load_masked_lm
-from kzoo.training.pretraining import PretrainingRun, run_pretraining
+from kzoo.checkpoints import load_masked_lm
+from kzoo.models import bert_classifier, bert_encoder, fill_mask
+from kzoo.tasks.pretraining import PretrainingRun, run_pretraining
 from tests.conftest import REPO, shared_path
 
 TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

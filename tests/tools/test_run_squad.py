@@ -61,7 +61,7 @@ def test_squad_v1_holdout(tmp_path, tiny_bert_folder):
 
 
 def test_malformed_squad_fails_before_training(tmp_path, no_training):
-    from kzoo.training.squad import SquadRun, run_squad
+    from kzoo.tasks.squad import SquadRun, run_squad
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [

@@ -101,7 +101,7 @@ def test_train_evaluate_predict(tmp_path, tiny_bert_folder):
 
 
 def test_bad_inputs_fail_before_training(tmp_path, no_training):
-    from kzoo.training import TaggerRun, run_tagger
+    from kzoo.tasks import TaggerRun, run_tagger
 
     bad = tmp_path / "bad.conll"
     bad.write_text("-DOCSTART- -X- -X- O\n\nJohn NNP I-NP B-PER\nvisited VBD I-VP O\nParis NNP I-NP X-LOC\n")

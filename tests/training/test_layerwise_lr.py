@@ -188,7 +188,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from kzoo.configs import BertConfig
     from kzoo.models import bert_classifier
-    from kzoo.checkpoints.mapping import encoder_entries, find_encoder
+    from kzoo.checkpoints.mapping import encoder_entries
+    from kzoo.models.walk import find_encoder
     from kzoo.training.optimization import create_optimizer, layerwise_lr_groups
     from kzoo.training.regularizers import apply_l2sp
     from tests.conftest import random_inputs

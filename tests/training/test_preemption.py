@@ -166,7 +166,7 @@ def _tiny_official_checkpoint(folder):
 
 def test_run_classifier_killed_mid_epoch_resumes_to_the_uninterrupted_step_count(tmp_path):
     from kzoo import data
-    from kzoo.training import ClassifierRun, read_inputs
+    from kzoo.tasks.classification import ClassifierRun, read_inputs
 
     if "backup_steps" not in open(os.path.join(REPO, "tools", "common_flags.py")).read():
         pytest.skip("tools/common_flags.py has no --backup_steps yet")

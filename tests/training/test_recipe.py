@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from kzoo import models
-from kzoo.checkpoints.mapping import encoder_entries, find_encoder
+from kzoo.checkpoints.mapping import encoder_entries
+from kzoo.models.walk import find_encoder
 from kzoo.training import AdaptationOptions, AdamW, GradualUnfreezing, LearningRateLogger, l2sp_penalty
 from kzoo.training import freezing
 from kzoo.training.recipe import prepare_training

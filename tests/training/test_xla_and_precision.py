@@ -14,7 +14,7 @@ from kzoo.data.conll import IGNORE_LABEL
 from kzoo.models import bert_classifier, bert_encoder, bert_span_labeler, bert_token_classifier
 from kzoo.models.pretrainer import bert_pretrainer, pretraining_losses
 from kzoo.training import dtype_policy_scope
-from kzoo.training.squad import squad_losses
+from kzoo.tasks.squad import squad_losses
 from tests.conftest import random_inputs
 
 SEQ, BATCH = 16, 4

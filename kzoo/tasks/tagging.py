@@ -12,7 +12,8 @@ from absl import logging
 from kzoo import checkpoints, models, text
 from kzoo.data import conll
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
-from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation
+from kzoo.export import export_tagger
+from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation, serving_model
 from kzoo.training.distribution import DistributionOptions
 from kzoo.training.tagging_metrics import EntityMetricsCallback, evaluate_tagger
 
@@ -231,9 +232,6 @@ def run_tagger(run):
         result["predictions_file"] = path
     result["export_path"] = None
     if run.export_dir:
-        from kzoo.export import export_tagger
-        from kzoo.training.recipe import serving_model
-
         result["export_path"] = export_tagger(serving_model(model, run), tokenizer, tag_names, run.export_dir,
                                               seq_length=run.max_seq_length)
         logging.info("exported SavedModel to %s", result["export_path"])

@@ -25,9 +25,8 @@ from kzoo.checkpoints.official import CHECKPOINT_NAME, save_official_bert
 from kzoo.data import pretraining as pretraining_data
 from kzoo.data.masking import MLMMasker
 from kzoo.models import pretrainer as pretrainer_lib
-from kzoo.training.common import save_tokenizer, write_json_atomically
+from kzoo.training.common import save_tokenizer, standard_callbacks, write_json_atomically
 from kzoo.training.optimization import create_optimizer
-from kzoo.training.common import standard_callbacks
 from kzoo.training.distribution import DistributionOptions
 
 OBJECTIVES = ("bert", "electra")

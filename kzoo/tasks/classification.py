@@ -15,6 +15,7 @@ from kzoo.data.masking import MLMMasker
 from kzoo.models import distillation, multitask
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
 from kzoo.training.freezing import count_parameters, layer_groups
+from kzoo.training.losses import distillation_losses
 from kzoo.training.metrics import task_metrics
 from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation, serving_model
 from kzoo.training.distribution import DistributionOptions
@@ -188,7 +189,7 @@ def run_classifier(run):
             metrics = {"logits": metrics}
         elif teacher is not None:
             train_model = distillation.distillation_model(model)
-            loss, loss_weights = distillation.distillation_losses(run.distill_temperature, run.distill_alpha)
+            loss, loss_weights = distillation_losses(run.distill_temperature, run.distill_alpha)
             metrics = {"logits": metrics}
         optimizer, adaptation_callbacks = prepare_training(
             model, run, run.learning_rate, steps, int(steps * run.warmup_proportion),

@@ -56,10 +56,10 @@ import tensorflow as tf
 from absl import logging
 
 from kzoo import configs, data, export, models, text
-from kzoo.training.finetune import BUCKETS
+from kzoo.tasks.classification import BUCKETS
 from kzoo.training.optimization import create_optimizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SST2_TRAIN = os.path.join(os.path.dirname(REPO), "shared", "data", "sst2", "train.tsv")
 SHARED_VOCAB = os.path.join(os.path.dirname(REPO), "shared", "checkpoints", "minilm_l6_h384_uncased", "vocab.txt")
 SYSTEMS = ("kzoo", "keras_hub")

@@ -1,4 +1,4 @@
-"""kzoo.benchmark: the FLOP count against the graphs of both systems, synthetic
+"""kzoo.tasks.benchmark: the FLOP count against the graphs of both systems, synthetic
 lengths, packing parity with keras-hub, option checks."""
 
 import re
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kzoo import benchmark, configs, data, models, text
+from kzoo import configs, data, models, text
+from kzoo.tasks import benchmark
 from tests.conftest import shared_path
 
 
@@ -104,4 +105,4 @@ def test_bad_options_name_the_field(field, value, message):
 def test_quick_preset_keeps_explicit_settings():
     options = benchmark.BenchmarkOptions.quick(window_steps=7)
     assert (options.window_steps, options.num_windows, options.measure_xla) == (7, 3, False)
-    assert keras.utils.is_keras_tensor is not None  # keras imported before kzoo.benchmark, as a user would
+    assert keras.utils.is_keras_tensor is not None  # keras imported before kzoo.tasks.benchmark, as a user would

@@ -15,7 +15,8 @@ from absl import logging
 from kzoo import checkpoints, models, text
 from kzoo.text import squad
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks, write_json_atomically
-from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation
+from kzoo.export import export_span_labeler
+from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation, serving_model
 from kzoo.training.distribution import DistributionOptions
 
 _DICT_SOURCE = "<SQuAD dict>"  # what kzoo.text.squad calls a parsed dict in its errors
@@ -322,9 +323,6 @@ def run_squad(run):
                      metrics["total"], metrics)
     export_path = None
     if run.export_dir:
-        from kzoo.export import export_span_labeler
-        from kzoo.training.recipe import serving_model
-
         export_path = export_span_labeler(
             serving_model(model, run), tokenizer, run.export_dir, max_seq_length=run.max_seq_length,
             doc_stride=run.doc_stride, max_query_length=run.max_query_length,

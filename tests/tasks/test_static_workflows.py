@@ -13,7 +13,7 @@ import tensorflow as tf
 from kzoo.checkpoints import save_official_bert
 from kzoo.configs import BertConfig
 from kzoo.models import bert_encoder
-from kzoo.training import ClassifierRun, SquadRun, TaggerRun, run_classifier, run_squad, run_tagger
+from kzoo.tasks import ClassifierRun, SquadRun, TaggerRun, run_classifier, run_squad, run_tagger
 from tests.conftest import shared_path
 from tests.tools.test_run_squad import _v2_file
 from tests.tools.test_run_tagger import _sentences, _write_conll
