@@ -1,7 +1,7 @@
 """Data: task readers, validation splits and tf.data pipelines."""
 
 from kzoo.data.masking import MLMMasker
-from kzoo.data.pipeline import classification_dataset, num_batches, token_lengths
+from kzoo.data.pipeline import classification_dataset, num_batches, token_lengths, with_num_batches
 from kzoo.data.pretraining import (
     create_instances,
     pretraining_dataset,

@@ -51,14 +51,14 @@ def classification_dataset(texts, labels, tokenizer, packer, batch_size, texts_b
             bucketing; computed when not given.
     """
     columns = (list(texts),) if texts_b is None else (list(texts), list(texts_b))
+    if bucket_boundaries and lengths is None:
+        lengths = sum(token_lengths(list(c), tokenizer) for c in columns)
     if labels is not None:
         # int label ids, or a dict of per-example arrays (e.g. label ids and a teacher's logits)
         labels = (tf.nest.map_structure(tf.constant, labels) if isinstance(labels, dict)
                   else tf.constant(labels, tf.int32))
     elements = (columns,) if labels is None else (columns, labels)
     if bucket_boundaries:
-        if lengths is None:
-            lengths = sum(token_lengths(list(c), tokenizer) for c in columns)
         elements = elements + (tf.constant(lengths, tf.int32),)
     ds = tf.data.Dataset.from_tensor_slices(elements)
     if shuffle:
@@ -85,4 +85,18 @@ def classification_dataset(texts, labels, tokenizer, packer, batch_size, texts_b
     ds = ds.map(pack, num_parallel_calls=tf.data.AUTOTUNE)
     if labels is None:
         ds = ds.map(lambda features: features)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Bucketing hides the number of batches from tf.data; stating it (checked as the data flows) gives Keras'
+    # progress bar its total and ETA from the first epoch.
+    count = num_batches(lengths if bucket_boundaries else np.zeros(len(columns[0])), batch_size, bucket_boundaries,
+                        drop_remainder)
+    return with_num_batches(ds, count).prefetch(tf.data.AUTOTUNE)
+
+
+def with_num_batches(dataset, count):
+    """`dataset` with its number of batches per pass stated, when tf.data cannot infer it (bucketing,
+    TFRecords): Keras then shows a progress bar with a total and an ETA from the first epoch instead of
+    `1/Unknown` and a "ran out of data" warning. A pass that yields another number of batches fails with
+    an error naming both numbers; an infinite (repeated) dataset is returned as it is."""
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        return dataset
+    return dataset.apply(tf.data.experimental.assert_cardinality(int(count)))

@@ -53,7 +53,9 @@ class ClassifierRun(AdaptationOptions, DistributionOptions):
         learning_rate: peak AdamW learning rate.
         num_train_epochs: epochs over the training split.
         warmup_proportion: fraction of steps spent warming up.
-        validation_fraction: share held out when there is no eval_file.
+        validation_fraction: share held out when there is no eval_file, in
+            [0, 1); 0 trains on the whole training file (and evaluates only
+            on eval_file when one is given, else not at all).
         bucket_by_length: batch training examples of similar length together
             (with per-batch dynamic padding).
         static_shapes: pad everything to max_seq_length, drop the last
@@ -121,19 +123,27 @@ BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
 
 
 def read_inputs(run):
-    """Reads and checks every input file before any training starts."""
+    """Reads and checks every input file before any training starts.
+
+    Returns (train, evaluation, predict, label_names); evaluation is None when
+    there is no eval_file and validation_fraction is 0, predict when there is
+    no predict_file."""
     columns = dict(text_column=run.text_column, text_b_column=run.text_b_column, label_column=run.label_column,
                    id_column=run.id_column, fine_labels=run.fine_labels, skip_malformed=run.skip_malformed)
+    if not 0.0 <= run.validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1) (0: train on the whole training file), "
+                         f"got {run.validation_fraction}")
     train = data.read_task(run.task, run.train_file, **columns)
     label_names = sorted(set(train.labels))
     if len(label_names) < 2:
         raise ValueError(f"{run.train_file}: need at least two labels, found {label_names}")
+    evaluation = None
     if run.eval_file:
         evaluation = data.read_task(run.task, run.eval_file, **columns)
-    else:
+        evaluation.label_ids(label_names)  # unknown labels fail here, naming file and line
+    elif run.validation_fraction > 0:
         train_idx, eval_idx = data.stratified_split(train.label_ids(label_names), run.validation_fraction, run.seed)
         train, evaluation = train.subset(train_idx), train.subset(eval_idx)
-    evaluation.label_ids(label_names)  # unknown labels fail here, naming file and line
     predict = data.read_task(run.task, run.predict_file, labelled=False, **columns) if run.predict_file else None
     return train, evaluation, predict, label_names
 
@@ -147,7 +157,10 @@ def run_classifier(run):
     train, evaluation, predict, label_names = read_inputs(run)
     spec = data.TASKS[run.task]
     logging.info("%s %s: %d train / %d evaluation examples, %d labels %s", run.task, run.train_file, len(train),
-                 len(evaluation), len(label_names), label_names)
+                 len(evaluation) if evaluation else 0, len(label_names), label_names)
+    if evaluation is None:
+        logging.info("validation_fraction=0 and no eval_file: training on all %d examples, no evaluation",
+                     len(train))
 
     strategy = run.make_strategy()
     run = run.for_this_worker(strategy)
@@ -179,7 +192,8 @@ def run_classifier(run):
 
     metrics = task_metrics(spec.metrics, len(label_names))
     task_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    train_labels, eval_labels = train.label_ids(label_names), evaluation.label_ids(label_names)
+    train_labels = train.label_ids(label_names)
+    eval_labels = evaluation.label_ids(label_names) if evaluation else None
     with strategy.scope():
         train_model, loss, loss_weights = model, task_loss, None
         if run.aux_mlm_weight:
@@ -202,16 +216,17 @@ def run_classifier(run):
         def soft(examples, labels):
             logits = distillation.teacher_logits(teacher, dataset(examples, None, run.eval_batch_size, False))
             return {"logits": np.asarray(labels, "int32"), "distill": logits.astype("float32")}
-        train_labels, eval_labels = soft(train, train_labels), soft(evaluation, eval_labels)
+        train_labels = soft(train, train_labels)
+        eval_labels = soft(evaluation, eval_labels) if evaluation else None
     train_ds = dataset(train, train_labels, run.train_batch_size, training=True)
-    eval_ds = dataset(evaluation, eval_labels, run.eval_batch_size, training=False)
+    eval_ds = dataset(evaluation, eval_labels, run.eval_batch_size, training=False) if evaluation else None
     if run.aux_mlm_weight:
         masker = MLMMasker(tokenizer.vocab_size, tokenizer.mask_token_id,
                            [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id],
                            masked_lm_prob=run.masked_lm_prob, max_predictions_per_seq=run.max_predictions_per_seq,
                            seed=run.seed)
         train_ds = multitask.auxiliary_mlm_dataset(train_ds, masker)
-        eval_ds = multitask.auxiliary_mlm_dataset(eval_ds, masker)
+        eval_ds = multitask.auxiliary_mlm_dataset(eval_ds, masker) if eval_ds else None
 
     os.makedirs(run.model_dir, exist_ok=True)
     start = time.time()
@@ -221,12 +236,15 @@ def run_classifier(run):
                               shuffle=False,  # the dataset reshuffles itself every epoch
                               verbose=run.verbose)
     train_seconds = time.time() - start
-    plain_eval_ds = dataset(evaluation, evaluation.label_ids(label_names), run.eval_batch_size, training=False)
     if train_model is not model:
         model.compile(loss=task_loss, metrics=task_metrics(spec.metrics, len(label_names)))
-    metrics = model.evaluate(plain_eval_ds, verbose=0, return_dict=True)
-    metrics = {name: float(value) for name, value in metrics.items()}
-    logging.info("evaluation after %.0f s of training (%d examples): %s", train_seconds, len(evaluation), metrics)
+    metrics = {}
+    if evaluation:
+        plain_eval_ds = dataset(evaluation, evaluation.label_ids(label_names), run.eval_batch_size, training=False)
+        metrics = model.evaluate(plain_eval_ds, verbose=0, return_dict=True)
+        metrics = {name: float(value) for name, value in metrics.items()}
+        logging.info("evaluation after %.0f s of training (%d examples): %s", train_seconds, len(evaluation),
+                     metrics)
     save_model(model, run.model_dir, labels=label_names)
     save_tokenizer(pretrained.vocab_file, pretrained.lower_case, run.model_dir)
 
@@ -235,7 +253,7 @@ def run_classifier(run):
         "metrics": metrics,
         "headline_metric": spec.metrics[0],
         "num_train": len(train),
-        "num_eval": len(evaluation),
+        "num_eval": len(evaluation) if evaluation else 0,
         "train_seconds": train_seconds,
         "history": history.history,
         "label_names": label_names,
@@ -252,10 +270,10 @@ def run_classifier(run):
         result["predictions_file"] = path
     if run.export_dir:
         path = export.export_classifier(serving_model(model, run), tokenizer, label_names, run.export_dir,
-                                        run.max_seq_length, pair=evaluation.texts_b is not None)
+                                        run.max_seq_length, pair=train.texts_b is not None)
         result["export_path"] = path
         logging.info("exported SavedModel to %s", path)
-        if run.predict_text and evaluation.texts_b is None:
+        if run.predict_text and train.texts_b is None:
             serving = tf.saved_model.load(path).signatures["serving_default"]
             out = serving(text=tf.constant([run.predict_text]))
             result["prediction"] = {

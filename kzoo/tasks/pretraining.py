@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from kzoo import checkpoints, configs, models, text
+from kzoo import checkpoints, configs, data, models, text
 from kzoo.checkpoints.official import CHECKPOINT_NAME, save_official_bert
 from kzoo.data import pretraining as pretraining_data
 from kzoo.data.masking import MLMMasker
@@ -259,6 +259,7 @@ def run_pretraining(run):
         fit_steps = run.num_train_steps
     else:
         total_steps, epochs, fit_steps = steps_per_epoch * run.num_train_epochs, run.num_train_epochs, None
+        train_ds = data.with_num_batches(train_ds, steps_per_epoch)  # TFRecords hide the count
 
     with strategy.scope():
         optimizer = create_optimizer(run.learning_rate, total_steps, int(total_steps * run.warmup_proportion),

@@ -43,7 +43,8 @@ class TaggerRun(AdaptationOptions, DistributionOptions):
         learning_rate: peak AdamW learning rate.
         num_train_epochs: epochs over the training split.
         warmup_proportion: fraction of steps spent warming up.
-        validation_fraction: share of training sentences held out when there is no eval_file.
+        validation_fraction: share of training sentences held out when there is no eval_file, in [0, 1);
+            0 trains on every training sentence (evaluating only on eval_file when given, else not at all).
         strict_iob2: score entities with seqeval's strict IOB2 rules instead of conlleval's.
         export_dir: SavedModel base path for `kzoo.export.export_tagger`
             (raw text in, words and tags out); empty: no export.
@@ -133,8 +134,12 @@ def read_inputs(run):
 
     Returns:
         (train, evaluation, predict, tag_names): train and evaluation are (sentences, tags),
-        predict is a list of sentences or None; tag ids index `tag_names`.
+        predict is a list of sentences or None; tag ids index `tag_names`. evaluation is None
+        when there is no eval_file and validation_fraction is 0.
     """
+    if not 0.0 <= run.validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1) (0: train on every training sentence), "
+                         f"got {run.validation_fraction}")
     if not run.train_file:
         raise ValueError("a training file is required (train_file / --train_file)")
     columns = dict(token_column=run.token_column, tag_column=run.tag_column)
@@ -150,10 +155,12 @@ def read_inputs(run):
             where = f"{run.eval_file}:{line}" if line else run.eval_file
             raise ValueError(f"{where}: tag {unknown[0]!r} does not occur in the training file "
                              f"{run.train_file} (its tags: {tag_names})")
-    else:
+    elif run.validation_fraction > 0:
         train_idx, eval_idx = sentence_split(len(train[0]), run.validation_fraction, run.seed)
         evaluation = tuple([part[i] for i in eval_idx] for part in train)
         train = tuple([part[i] for i in train_idx] for part in train)
+    else:
+        evaluation = None
     predict = read_tokens(run.predict_file, run.token_column) if run.predict_file else None
     return train, evaluation, predict, tag_names
 
@@ -163,8 +170,9 @@ def run_tagger(run):
     keras.utils.set_random_seed(run.seed)
     run.validate()
     train, evaluation, predict, tag_names = read_inputs(run)
-    logging.info("%s: %d train / %d evaluation sentences, %d tags %s", run.train_file, len(train[0]),
-                 len(evaluation[0]), len(tag_names), tag_names)
+    num_eval = len(evaluation[0]) if evaluation else 0
+    logging.info("%s: %d train / %d evaluation sentences, %d tags %s", run.train_file, len(train[0]), num_eval,
+                 len(tag_names), tag_names)
 
     strategy = run.make_strategy()
     run = run.for_this_worker(strategy)
@@ -181,7 +189,7 @@ def run_tagger(run):
                                      drop_remainder=training and static)
 
     train_data = dataset(*train, run.train_batch_size, training=True)
-    eval_data = dataset(*evaluation, run.eval_batch_size, training=False)
+    eval_data = dataset(*evaluation, run.eval_batch_size, training=False) if evaluation else None
     steps = (len(train[0]) // run.train_batch_size if static else math.ceil(len(train[0]) / run.train_batch_size))
     steps *= run.num_train_epochs
     with strategy.scope():
@@ -197,18 +205,20 @@ def run_tagger(run):
     os.makedirs(run.model_dir, exist_ok=True)
     callbacks = [  # entity metrics first, so TensorBoard and History see them in the logs
         *adaptation_callbacks,
-        EntityMetricsCallback(eval_data, evaluation[1], tag_names, strict=run.strict_iob2),
+        *([EntityMetricsCallback(eval_data, evaluation[1], tag_names, strict=run.strict_iob2)] if evaluation else []),
         *standard_callbacks(run.model_dir, backup_steps=run.backup_steps, backup_dir=run.backup_dir()),
     ]
     start = time.time()
-    history = model.fit(train_data.dataset, validation_data=eval_data.dataset, epochs=run.num_train_epochs,
+    history = model.fit(train_data.dataset, validation_data=eval_data.dataset if evaluation else None,
+                        epochs=run.num_train_epochs,
                         callbacks=callbacks, shuffle=False,  # the dataset reshuffles itself every epoch
                         verbose=run.verbose)
     train_seconds = time.time() - start
-    metrics = evaluate_tagger(model, eval_data, evaluation[1], tag_names, strict=run.strict_iob2)
-    logging.info("entity evaluation after %.0f s of training (%d sentences): precision %.4f, recall %.4f, "
-                 "f1 %.4f", train_seconds, len(evaluation[0]), metrics["precision"], metrics["recall"],
-                 metrics["f1"])
+    metrics = {}
+    if evaluation:
+        metrics = evaluate_tagger(model, eval_data, evaluation[1], tag_names, strict=run.strict_iob2)
+        logging.info("entity evaluation after %.0f s of training (%d sentences): precision %.4f, recall %.4f, "
+                     "f1 %.4f", train_seconds, num_eval, metrics["precision"], metrics["recall"], metrics["f1"])
     save_model(model, run.model_dir, tags=tag_names)
     save_tokenizer(pretrained.vocab_file, pretrained.lower_case, run.model_dir)
     adaptation_weights = save_adaptation(model, run, run.model_dir)
@@ -216,7 +226,7 @@ def run_tagger(run):
     result = {
         "metrics": metrics,
         "num_train": len(train[0]),
-        "num_eval": len(evaluation[0]),
+        "num_eval": num_eval,
         "train_seconds": train_seconds,
         "adaptation_weights": adaptation_weights,
         "history": history.history,

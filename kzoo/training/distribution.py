@@ -1,7 +1,7 @@
 """Where and how a workflow trains: strategy, precision, static shapes, backups.
 
 `DistributionOptions` is the dataclass every workflow's run inherits (one absl
-flag per field, `tools/common_flags.define_distribution_flags`), so every
+flag per field, `kzoo.cli.flags.define_distribution_flags`), so every
 script takes the same strategy flags.
 """
 
