@@ -16,6 +16,8 @@ import dataclasses
 import json
 import os
 
+from kzoo import io as kzoo_io
+
 # Activations kzoo's encoder implements. "gelu" is the exact (erf) form, as in
 # google-research/bert; the tanh approximation goes by the names HF uses.
 EXACT_GELU = ("gelu",)
@@ -175,10 +177,11 @@ class BertConfig:
         """Reads an official `bert_config.json` or a HF `config.json`."""
         path = os.fspath(path)
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            text = kzoo_io.read_text(path)
         except OSError as e:
-            raise ValueError(f"{path}: cannot read BERT config: {e.strerror}") from e
+            raise ValueError(f"{path}: cannot read BERT config: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: cannot read BERT config: not UTF-8 text ({e.reason})") from e
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -186,11 +189,7 @@ class BertConfig:
         return cls.from_dict(data, source=path)
 
     def to_json_file(self, path, format="official"):
-        """Writes the config atomically (temporary file, then rename)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(format), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-        return path
+        """Writes the config atomically (`kzoo.io.write_text`: a temporary file, then a rename onto `path`), on
+        any `tf.io.gfile` file system."""
+        text = json.dumps(self.to_dict(format), indent=2, sort_keys=True) + "\n"
+        return kzoo_io.write_text(os.fspath(path), text)

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kzoo import io as kzoo_io
 from kzoo.checkpoints import mapping
 from kzoo.checkpoints.assign import WORD_EMBEDDINGS, assign
 from kzoo.models.walk import find_encoder
@@ -97,10 +98,16 @@ def save_official_bert(model, ckpt_prefix, encoder=None):
     `bert_config.json` beside it) and with google-research/bert's own
     `init_from_checkpoint`. Adapters and LoRA are not official names: merge
     LoRA first (`kzoo.models.merge_lora`); adapter weights are not written.
-    The files are written under a temporary prefix in the same folder and
-    renamed into place (data before index), so a reader never sees a
-    half-written checkpoint at `ckpt_prefix`; a `checkpoint` state file
-    naming it is written too.
+
+    `ckpt_prefix` may be local or on any `tf.io.gfile` file system
+    (`gs://...`). The checkpoint is written complete into a temporary folder
+    beside it; then any previous checkpoint at `ckpt_prefix` is invalidated
+    (its `.index` removed), the new data file and then the new `.index` are
+    renamed into place (`kzoo.io.rename_file`), and last TensorFlow's
+    `checkpoint` state file naming it is written (atomically), as TensorFlow
+    commits its own checkpoints. So a reader never finds a half-written or
+    mixed checkpoint at `ckpt_prefix`: a kill in the middle leaves no index
+    there (no checkpoint at all) rather than a new index over old data.
 
     Args:
         model: a keras.Model containing one kzoo BERT encoder.
@@ -111,20 +118,24 @@ def save_official_bert(model, ckpt_prefix, encoder=None):
         The prefix written.
     """
     ckpt_prefix = os.fspath(ckpt_prefix)
-    folder = os.path.dirname(os.path.abspath(ckpt_prefix))
-    os.makedirs(folder, exist_ok=True)
+    folder, name = os.path.split(ckpt_prefix)
+    folder = folder or "."
     arrays = official_arrays(model, encoder)
     names = sorted(arrays)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(ckpt_prefix)}")
-    tf.raw_ops.SaveV2(prefix=tmp, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(arrays[n]) for n in names])
-    data = [f for f in os.listdir(folder) if f.startswith(os.path.basename(tmp) + ".data-")]
-    for f in sorted(data):
-        os.replace(os.path.join(folder, f), ckpt_prefix + f[len(os.path.basename(tmp)):])
-    os.replace(tmp + ".index", ckpt_prefix + ".index")
-    state = os.path.join(folder, "checkpoint")
-    with open(state + ".tmp", "w", encoding="utf-8") as f:
-        name = os.path.basename(ckpt_prefix)
-        f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
-    os.replace(state + ".tmp", state)
+    kzoo_io.makedirs(folder)
+    stage = kzoo_io.join(folder, kzoo_io.temporary_name(name))
+    kzoo_io.makedirs(stage)
+    try:
+        tmp = kzoo_io.join(stage, name)
+        tf.raw_ops.SaveV2(prefix=tmp, tensor_names=names, shape_and_slices=[""] * len(names),
+                          tensors=[tf.constant(arrays[n]) for n in names])
+        shards = [f for f in kzoo_io.listdir(stage) if f.startswith(name + ".data-")]
+        kzoo_io.remove(ckpt_prefix + ".index")  # the old checkpoint (if any) stops being one
+        for shard in shards:
+            kzoo_io.rename_file(kzoo_io.join(stage, shard), ckpt_prefix + shard[len(name):])
+        kzoo_io.rename_file(tmp + ".index", ckpt_prefix + ".index")
+    finally:
+        kzoo_io.rmtree(stage)
+    kzoo_io.write_text(kzoo_io.join(folder, "checkpoint"),
+                       f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
     return ckpt_prefix

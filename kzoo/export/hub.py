@@ -11,8 +11,11 @@ their own handles and versions (e.g. `bert_en_uncased_preprocess/3` and
 
 each a standalone SavedModel root (what `hub.KerasLayer`, `keras.layers.TFSMLayer`,
 `tf.saved_model.load` and TF Serving take), under integer version folders written
-atomically (`kzoo.export.versions.write_version`). Both get the same version number (the
-next one free in either), so a pair that belongs together shares its number.
+atomically on any `tf.io.gfile` file system, `gs://` included
+(`kzoo.export.versions.write_version`). Both get the same version number (the
+next one free in either), so a pair that belongs together shares its number. An export
+that fails removes the half of the pair it had written; one that is killed between the two
+leaves `preprocess/<v>` without `encoder/<v>`, and the next export takes `v + 1` for both.
 
 Preprocessing SavedModel (`tf.saved_model.load(path)` gives `preprocess`):
   - `preprocess(strings)`: tf.string [batch] -> dict of int32 [batch, seq_length]
@@ -48,14 +51,15 @@ Encoder SavedModel (`encoder = tf.saved_model.load(path)`):
   - `encoder.vocab_file` (asset), `encoder.do_lower_case`, as TF Hub's encoders keep them.
 """
 
+import contextlib
 import os
-import shutil
 import tempfile
 from typing import NamedTuple
 
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from kzoo import io as kzoo_io
 from kzoo.export.versions import next_version, write_version
 from kzoo.models.encoder import INPUT_NAMES
 from kzoo.text import BertPacker
@@ -250,7 +254,8 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=128, pretrain
 
                 paths[kind] = write_version(roots[kind], write, version)
         except BaseException:
-            for path in paths.values():  # no half pair
-                shutil.rmtree(path, ignore_errors=True)
+            for path in paths.values():  # no half pair (uncommitted first, then deleted)
+                with contextlib.suppress(Exception):
+                    kzoo_io.remove_directory(path)
             raise
     return HubExport(**paths)

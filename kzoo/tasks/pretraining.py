@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from kzoo import io as kzoo_io
 from kzoo import checkpoints, configs, data, models, text
 from kzoo.checkpoints.official import CHECKPOINT_NAME, save_official_bert
 from kzoo.data import pretraining as pretraining_data
@@ -269,7 +270,7 @@ def run_pretraining(run):
         else:
             model.compile(optimizer=optimizer, jit_compile=static)
 
-    os.makedirs(run.model_dir, exist_ok=True)
+    kzoo_io.makedirs(run.model_dir)
     config.to_json_file(os.path.join(run.model_dir, "bert_config.json"))
     save_tokenizer(vocab_file, lower_case, run.model_dir)
     result = {"objective": run.objective, "nsp": nsp, "num_train_instances": num_instances,

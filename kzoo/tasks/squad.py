@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from kzoo import io as kzoo_io
 from kzoo import checkpoints, models, text
 from kzoo.text import squad
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks, write_json_atomically
@@ -290,7 +291,7 @@ def run_squad(run):
     train_ds = squad.features_to_dataset(train_features, is_training=True, batch_size=run.train_batch_size,
                                          shuffle=True, seed=run.seed, drop_remainder=static).map(_rename_labels)
 
-    os.makedirs(run.model_dir, exist_ok=True)
+    kzoo_io.makedirs(run.model_dir)
     start = time.time()
     history = model.fit(train_ds, epochs=run.num_train_epochs,
                         callbacks=adaptation_callbacks + standard_callbacks(

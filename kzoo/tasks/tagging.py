@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from kzoo import io as kzoo_io
 from kzoo import checkpoints, models, text
 from kzoo.data import conll
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
@@ -202,7 +203,7 @@ def run_tagger(run):
             jit_compile=static,
         )
 
-    os.makedirs(run.model_dir, exist_ok=True)
+    kzoo_io.makedirs(run.model_dir)
     callbacks = [  # entity metrics first, so TensorBoard and History see them in the logs
         *adaptation_callbacks,
         *([EntityMetricsCallback(eval_data, evaluation[1], tag_names, strict=run.strict_iob2)] if evaluation else []),
@@ -251,11 +252,6 @@ def run_tagger(run):
 def write_predictions(path, sentences, tags):
     """CoNLL: `token<TAB>tag` per line, a blank line after each sentence, in input order;
     written to a temporary file and renamed into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for words, word_tags in zip(sentences, tags):
-            f.writelines(f"{word}\t{tag}\n" for word, tag in zip(words, word_tags))
-            f.write("\n")
-    os.replace(tmp, path)
-    return path
+    text = "".join("".join(f"{word}\t{tag}\n" for word, tag in zip(words, word_tags)) + "\n"
+                   for words, word_tags in zip(sentences, tags))
+    return kzoo_io.write_text(path, text)

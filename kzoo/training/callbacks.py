@@ -1,17 +1,15 @@
 """Training callbacks: `LearningRateLogger` (per-group learning rates to
 TensorBoard), `AtomicModelCheckpoint` and `AtomicBackupAndRestore` (per-epoch
-checkpoints and resumable backups, written atomically), `atomic_path`."""
+checkpoints and resumable backups, written atomically on any `tf.io.gfile` file
+system: local disk, `gs://`, ...), `atomic_path` (from `kzoo.io`)."""
 
-import contextlib
-import json
 import os
-import shutil
-import uuid
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+from kzoo import io as kzoo_io
 from kzoo.training.strategy import is_chief
 
 
@@ -100,64 +98,9 @@ class LearningRateLogger(keras.callbacks.Callback):
 # Atomic writes, per-epoch checkpoints and resumable backups.
 # ---------------------------------------------------------------------------
 
-TMP_PREFIX = ".tmp-"
-
-
-def _fsync_file(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder):
-    try:  # makes the rename itself durable; not possible on every platform
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path` to write to; when the block
-    succeeds the file is flushed to disk and renamed onto `path`
-    (`os.replace`, atomic on POSIX), when it fails it is removed.
-
-    The temporary name is `.tmp-<pid>-<random>-<basename>`: same folder (so
-    the rename never crosses file systems) and same ending (Keras checks
-    `.weights.h5` / `.keras`). So a reader of `path` sees the old file or the
-    new one, never a partial one, whenever the writer is killed.
-
-    Example:
-    >>> import tempfile
-    >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
-    >>> with atomic_path(target) as tmp:
-    ...     _ = open(tmp, "w").write("done")
-    >>> open(target).read(), os.listdir(os.path.dirname(target))
-    ('done', ['a.txt'])
-    """
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{base}")
-    try:
-        yield tmp
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.lexists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)
+# Re-exported: the atomic writes live in `kzoo.io`, which works on any `tf.io.gfile` file system.
+TMP_PREFIX = kzoo_io.TMP_PREFIX
+atomic_path = kzoo_io.atomic_path
 
 
 def save_weights_atomically(model, path):
@@ -169,16 +112,14 @@ def save_weights_atomically(model, path):
 
 
 def _write_json(path, value):
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
+    kzoo_io.write_json(path, value, indent=2)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """`keras.callbacks.ModelCheckpoint` that writes every file through
-    `atomic_path` (temporary file in the same folder, then a rename), so a
-    run killed while saving never leaves a half-written file under a
+    `kzoo.io.atomic_path` (a temporary file, then a rename onto the
+    checkpoint name; `filepath` may be on any `tf.io.gfile` file system), so
+    a run killed while saving never leaves a half-written file under a
     checkpoint name. Under a multi-worker strategy only the chief writes.
     Same arguments and file names as `ModelCheckpoint`."""
 
@@ -188,7 +129,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
             return
         if not is_chief(self.model.distribute_strategy):
             return
-        if os.path.isdir(filepath):
+        if kzoo_io.isdir(filepath):
             raise IOError(f"Please specify a non-directory filepath for ModelCheckpoint. Filepath used is an "
                           f"existing directory: {filepath}")
         with atomic_path(filepath) as tmp:
@@ -226,7 +167,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
       then are older backup files removed. A restart trusts only
       `training_metadata.json`, so it always finds the weights it names,
       complete. Files no metadata names (left by a kill before the commit)
-      are removed at the next backup.
+      are removed at the next backup. This holds on any `tf.io.gfile` file
+      system (`kzoo.io`): on object stores (`gs://`) one file is committed
+      by a rename too, whose copy appears complete at once.
 
     Saved state: the model's weights with the optimizer's state (its
     `iterations`, hence the learning-rate schedule's position), the epoch and
@@ -247,14 +190,16 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     is deleted when `fit` completes (`delete_checkpoint=True`), so a later
     run does not resume a finished one; a run that raises keeps it. Under a
     multi-worker strategy only the chief writes and every worker restores
-    from `backup_dir`, which must then be on a shared file system.
+    from `backup_dir`, which must then be shared (a `gs://` folder, or a
+    mounted file system).
 
     The restarted `fit` must use the same model, optimizer, data, epochs and
     steps per epoch; a different steps-per-epoch count is logged as a
     warning.
 
     Args:
-        backup_dir: folder for the backup; used by nothing else.
+        backup_dir: folder for the backup, local or on any `tf.io.gfile` file
+            system (`gs://...`); used by nothing else.
         save_freq: "epoch" (or 0/None): at the end of every epoch only; an
             integer N > 0: also every N training batches.
         delete_checkpoint: delete `backup_dir` when `fit` completes.
@@ -284,7 +229,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             raise ValueError(f"save_freq must be 'epoch' or an integer >= 0, got {save_freq!r}")
         super().__init__(os.fspath(backup_dir), save_freq=save_freq, double_checkpoint=False,
                          delete_checkpoint=delete_checkpoint)
-        self._metadata_path = os.path.join(self.backup_dir, self.METADATA)
+        self._metadata_path = kzoo_io.join(self.backup_dir, self.METADATA)
         self.restored = None
         self._chief = True
         self._reset_position()
@@ -300,10 +245,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def read_metadata(self):
         """The committed backup's metadata, or None when there is none."""
-        if not os.path.exists(self._metadata_path):
+        try:
+            metadata = kzoo_io.read_json(self._metadata_path)
+        except FileNotFoundError:
             return None
-        with open(self._metadata_path, encoding="utf-8") as f:
-            metadata = json.load(f)
         if metadata.get("format") != self.FORMAT:
             raise ValueError(f"{self._metadata_path}: not a kzoo backup (format {metadata.get('format')!r}); "
                              f"delete {self.backup_dir} to start afresh")
@@ -323,7 +268,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         if optimizer is not None and not optimizer.built:
             with self.model.distribute_strategy.scope():
                 optimizer.build(self.model.trainable_variables)
-        weights = os.path.join(self.backup_dir, metadata["weights"])
+        weights = kzoo_io.join(self.backup_dir, metadata["weights"])
         try:
             self.model.load_weights(weights)
         except Exception as e:
@@ -404,9 +349,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         if not self._chief:
             return
-        os.makedirs(self.backup_dir, exist_ok=True)
+        kzoo_io.makedirs(self.backup_dir)
         name = f"backup-epoch{self._epoch:04d}-step{self._steps_in_epoch:07d}.weights.h5"
-        save_weights_atomically(self.model, os.path.join(self.backup_dir, name))
+        save_weights_atomically(self.model, kzoo_io.join(self.backup_dir, name))
         optimizer = self.model.optimizer
         metadata = {
             "format": self.FORMAT,
@@ -419,16 +364,21 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             "epochs": self.params.get("epochs") if self.params else None,
         }
         _write_json(self._metadata_path, metadata)  # the commit point
-        for entry in os.listdir(self.backup_dir):
+        for entry in kzoo_io.listdir(self.backup_dir):  # this chief is the backup's only writer
             if entry != name and entry != self.METADATA and (
                     entry.startswith(TMP_PREFIX) or (entry.startswith("backup-") and entry.endswith(".weights.h5"))):
                 try:
-                    os.remove(os.path.join(self.backup_dir, entry))
-                except OSError:
+                    kzoo_io.remove(kzoo_io.join(self.backup_dir, entry))
+                except (OSError, tf.errors.OpError):
                     pass
 
     def on_train_end(self, logs=None):
         self._remove_skip()
         self.model._initial_epoch = None
-        if self.delete_checkpoint and self._chief and os.path.exists(self.backup_dir):
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
+        if self.delete_checkpoint and self._chief and kzoo_io.exists(self.backup_dir):
+            # The commit file first: a kill in the middle never leaves metadata naming deleted weights.
+            try:
+                kzoo_io.remove(self._metadata_path)
+                kzoo_io.rmtree(self.backup_dir)
+            except (OSError, tf.errors.OpError) as e:
+                logging.warning("could not delete the backup %s: %s", self.backup_dir, e)

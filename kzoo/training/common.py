@@ -1,11 +1,15 @@
-"""Pieces every fine-tuning workflow shares: callbacks and atomic saves."""
+"""Pieces every fine-tuning workflow shares: callbacks and atomic saves.
+
+`model_dir` may be local or on any `tf.io.gfile` file system (`gs://bucket/run`): every
+write goes through `kzoo.io`, so a process killed while writing never leaves a half-written
+file under its final name, there as on local disk."""
 
 import json
 import os
-import shutil
 
 import keras
 
+from kzoo import io as kzoo_io
 from kzoo.training.callbacks import AtomicBackupAndRestore, AtomicModelCheckpoint
 
 
@@ -31,7 +35,9 @@ def standard_callbacks(model_dir, backup_steps=0, backup_dir=None):
     backup at the end of an epoch follows everything the epoch wrote.
 
     Args:
-        model_dir: the run's output folder.
+        model_dir: the run's output folder, local or on any `tf.io.gfile` file
+            system (`gs://bucket/run`; TensorBoard writes there through
+            `tf.io.gfile` too).
         backup_steps: 0: back up at the end of every epoch only; N > 0: also
             every N optimizer steps (training batches; the most work a kill
             can lose).
@@ -42,62 +48,72 @@ def standard_callbacks(model_dir, backup_steps=0, backup_dir=None):
     if backup_steps < 0:
         raise ValueError(f"backup_steps must be >= 0, got {backup_steps}")
     return [
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        AtomicModelCheckpoint(os.path.join(model_dir, "checkpoints", "epoch-{epoch:02d}.weights.h5"),
+        keras.callbacks.TensorBoard(kzoo_io.join(model_dir, "logs")),
+        AtomicModelCheckpoint(kzoo_io.join(model_dir, "checkpoints", "epoch-{epoch:02d}.weights.h5"),
                               save_weights_only=True),
-        AtomicBackupAndRestore(backup_dir or os.path.join(model_dir, "backup"), save_freq=backup_steps or "epoch"),
+        AtomicBackupAndRestore(backup_dir or kzoo_io.join(model_dir, "backup"), save_freq=backup_steps or "epoch"),
     ]
 
 
 def write_text_atomically(path, text):
-    """Writes `text` to a temporary file beside `path`, then renames it into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    """Writes `text` (UTF-8) to `path` atomically (`kzoo.io.write_text`: a temporary file, then a
+    rename onto `path`; any `tf.io.gfile` file system). Returns `path`."""
+    return kzoo_io.write_text(path, text)
 
 
 def write_json_atomically(path, value):
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
-    return write_text_atomically(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    """Writes `value` as indented JSON to `path` atomically (`kzoo.io.write_json`). Returns `path`."""
+    return kzoo_io.write_json(path, value, indent=2, ensure_ascii=False)
 
 
 def save_model(model, model_dir, **json_files):
     """Writes `<model_dir>/model.keras` and `<model_dir>/<name>.json` for each
-    keyword (e.g. `labels=[...]`), each via a temporary file and a rename, so
-    a reader never finds a half-written file."""
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = os.path.join(model_dir, f".tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, os.path.join(model_dir, "model.keras"))
+    keyword (e.g. `labels=[...]`), each through a temporary file and a rename
+    (`kzoo.io.atomic_path`), so a reader never finds a half-written file.
+    `model_dir` may be on any `tf.io.gfile` file system."""
+    kzoo_io.makedirs(model_dir)
+    with kzoo_io.atomic_path(kzoo_io.join(model_dir, "model.keras")) as tmp:
+        model.save(tmp)
     for name, value in json_files.items():
-        write_json_atomically(os.path.join(model_dir, f"{name}.json"), value)
+        write_json_atomically(kzoo_io.join(model_dir, f"{name}.json"), value)
 
 
 def save_tokenizer(vocab_file, lower_case, model_dir):
     """Copies the vocabulary to `<model_dir>/vocab.txt` and writes
     `<model_dir>/tokenizer.json` ({"vocab_file": "vocab.txt", "lower_case": ...}),
     so a model_dir is enough to tokenise for the saved model (ensembles,
-    teachers, later exports)."""
-    target = os.path.join(model_dir, "vocab.txt")
-    if os.path.abspath(vocab_file) != os.path.abspath(target):
-        tmp = f"{target}.tmp-{os.getpid()}"
-        shutil.copyfile(vocab_file, tmp)
-        os.replace(tmp, target)
-    write_json_atomically(os.path.join(model_dir, "tokenizer.json"),
+    teachers, later exports). Both are written atomically; either path may be on
+    any `tf.io.gfile` file system."""
+    target = kzoo_io.join(model_dir, "vocab.txt")
+    if not _same_file(vocab_file, target):
+        kzoo_io.copy(vocab_file, target)
+    write_json_atomically(kzoo_io.join(model_dir, "tokenizer.json"),
                           {"vocab_file": "vocab.txt", "lower_case": bool(lower_case)})
     return target
 
 
+def _same_file(a, b):
+    if kzoo_io.is_local(a) and kzoo_io.is_local(b):
+        return os.path.abspath(kzoo_io.local_path(a)) == os.path.abspath(kzoo_io.local_path(b))
+    return str(a).rstrip("/") == str(b).rstrip("/")
+
+
 def load_tokenizer(model_dir):
-    """The `kzoo.text.BertTokenizer` saved beside a model by `save_tokenizer`."""
+    """The `kzoo.text.BertTokenizer` saved beside a model by `save_tokenizer`
+    (`model_dir` local or on any `tf.io.gfile` file system)."""
     from kzoo.text import BertTokenizer
 
-    path = os.path.join(model_dir, "tokenizer.json")
-    if not os.path.exists(path):
-        raise ValueError(f"{path} not found: {model_dir} was not written by a kzoo fine-tuning run")
-    with open(path, encoding="utf-8") as f:
-        spec = json.load(f)
-    return BertTokenizer(os.path.join(model_dir, spec["vocab_file"]), lower_case=spec["lower_case"])
+    path = kzoo_io.join(model_dir, "tokenizer.json")
+    try:
+        spec = json.loads(kzoo_io.read_text(path))
+    except FileNotFoundError:
+        raise ValueError(f"{path} not found: {model_dir} was not written by a kzoo fine-tuning run") from None
+    vocab_file = kzoo_io.join(model_dir, spec["vocab_file"])
+    if kzoo_io.is_local(vocab_file):
+        return BertTokenizer(kzoo_io.local_path(vocab_file), lower_case=spec["lower_case"])
+    # kzoo.text reads vocab files with `open`: read a remote one here, one token a line
+    # stripped, as `BertTokenizer` reads a vocab.txt.
+    lines = kzoo_io.read_text(vocab_file).split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return BertTokenizer(vocabulary=[line.strip() for line in lines], lower_case=spec["lower_case"])

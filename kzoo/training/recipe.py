@@ -1,7 +1,7 @@
 """The adaptation options every fine-tuning workflow shares, and the one
 place that turns them into an encoder, frozen layers, an optimizer and
 callbacks. `run_classifier`, `run_tagger` and `run_squad` all call it; the
-absl scripts define one flag per field (`tools/common_flags.py`).
+absl scripts define one flag per field (`kzoo/cli/flags.py`).
 """
 
 import dataclasses
@@ -9,6 +9,7 @@ import os
 
 from absl import logging
 
+from kzoo import io as kzoo_io
 from kzoo.checkpoints.mapping import encoder_entries
 from kzoo.models.walk import find_encoder
 from kzoo.models import adaptation
@@ -175,7 +176,7 @@ def save_adaptation(model, options, model_dir):
         return None
     path = os.path.join(model_dir, "adaptation_weights.npz")
     adaptation.save_adaptation_weights(model, path)
-    logging.info("adaptation weights (%d bytes): %s", os.path.getsize(path), path)
+    logging.info("adaptation weights (%d bytes): %s", kzoo_io.getsize(path), path)
     return path
 
 
