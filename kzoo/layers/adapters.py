@@ -20,6 +20,7 @@ import string
 import keras
 
 from kzoo.layers import activations
+from kzoo.layers.trainability import freeze_after_build
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -76,6 +77,7 @@ class BottleneckAdapter(keras.layers.Layer):
         )
         self.up.build(tuple(input_shape[:-1]) + (self.size,))
         self.built = True
+        freeze_after_build(self)
 
     def call(self, x):
         return x + self.up(self._activation_fn(self.down(x)))

@@ -3,6 +3,8 @@
 import keras
 import keras_hub
 
+from kzoo.layers.trainability import freeze_after_build, frozen_parts
+
 POSITION_EMBEDDINGS = ("learned", "sinusoidal")
 
 
@@ -23,6 +25,15 @@ class BertEmbeddings(keras.layers.Layer):
         initializer_range: stddev of the truncated-normal initialiser.
         layer_norm_eps: LayerNorm epsilon.
         dropout: dropout rate applied after the LayerNorm.
+        frozen_parts: sub-layers to freeze when the layer is built
+            ("word_embeddings", "token_type_embeddings",
+            "position_embeddings", "layer_norm", or a variable path such as
+            "layer_norm/beta"). `get_config()` records the current freezing
+            here, so that embeddings partly frozen by
+            `kzoo.models.enable_parameter_efficient_training` (the tables
+            frozen, the LayerNorm trainable) reload from a `.keras` file with
+            the same trainable variables; see
+            `kzoo.layers.trainability.frozen_parts`.
 
     Example:
     >>> layer = BertEmbeddings(vocab_size=10, hidden_size=8)
@@ -40,6 +51,7 @@ class BertEmbeddings(keras.layers.Layer):
         initializer_range=0.02,
         layer_norm_eps=1e-12,
         dropout=0.1,
+        frozen_parts=(),
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -53,6 +65,7 @@ class BertEmbeddings(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.dropout_rate = dropout
+        self._frozen_parts = [str(p) for p in (frozen_parts or ())]
 
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         self.word_embeddings = keras.layers.Embedding(
@@ -83,6 +96,7 @@ class BertEmbeddings(keras.layers.Layer):
         self.position_embeddings.build(embedded_shape)
         self.layer_norm.build(embedded_shape)
         self.built = True
+        freeze_after_build(self, self._frozen_parts)
 
     def call(self, word_ids, type_ids, training=None):
         x = self.word_embeddings(word_ids) + self.token_type_embeddings(type_ids)
@@ -103,5 +117,6 @@ class BertEmbeddings(keras.layers.Layer):
             initializer_range=self.initializer_range,
             layer_norm_eps=self.layer_norm_eps,
             dropout=self.dropout_rate,
+            frozen_parts=frozen_parts(self) if self.built else list(self._frozen_parts),
         )
         return config

@@ -3,6 +3,8 @@ and next-sentence-prediction heads (the masked-LM head is in masked_lm.py)."""
 
 import keras
 
+from kzoo.layers.trainability import freeze_after_build
+
 # The label of positions no loss or metric counts: padding, special tokens, word pieces after a word's first, unmasked
 # positions of a masked LM. The data pipelines write it; the models' losses and metrics skip it.
 IGNORE_LABEL = -100
@@ -36,6 +38,7 @@ class BertPooler(keras.layers.Layer):
     def build(self, input_shape):
         self.dense.build((input_shape[0], input_shape[-1]))
         self.built = True
+        freeze_after_build(self)  # a frozen head reloads frozen
 
     def call(self, sequence_output):
         return self.dense(sequence_output[:, 0, :])
@@ -80,6 +83,7 @@ class ClassificationHead(keras.layers.Layer):
     def build(self, input_shape):
         self.dense.build(input_shape)
         self.built = True
+        freeze_after_build(self)  # a frozen head reloads frozen
 
     def call(self, pooled, training=None):
         return self.dense(self.dropout(pooled, training=training))
@@ -120,6 +124,7 @@ class SpanHead(keras.layers.Layer):
     def build(self, input_shape):
         self.dense.build(input_shape)
         self.built = True
+        freeze_after_build(self)  # a frozen head reloads frozen
 
     def call(self, sequence_output):
         logits = self.dense(sequence_output)
@@ -170,6 +175,7 @@ class NextSentenceHead(keras.layers.Layer):
     def build(self, input_shape):
         self.dense.build(input_shape)
         self.built = True
+        freeze_after_build(self)  # a frozen head reloads frozen
 
     def call(self, pooled_output):
         return self.dense(keras.ops.cast(pooled_output, "float32"))

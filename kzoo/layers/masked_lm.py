@@ -13,6 +13,7 @@ checkpoint names of the three head weights:
 import keras
 
 from kzoo.layers import activations
+from kzoo.layers.trainability import freeze_after_build
 from kzoo.layers.embeddings import BertEmbeddings
 
 
@@ -121,6 +122,7 @@ class MaskedLMHead(keras.layers.Layer):
             shape=(self.vocab_size,), initializer="zeros", dtype="float32", autocast=False, name="output_bias"
         )
         self.built = True
+        freeze_after_build(self)  # a frozen head reloads frozen
 
     def call(self, sequence_output, masked_positions=None):
         if self._table is None:

@@ -5,6 +5,7 @@ import keras
 
 from kzoo.layers import activations
 from kzoo.layers.adapters import BottleneckAdapter, LowRankAdapter
+from kzoo.layers.trainability import freeze_after_build, frozen_parts
 
 ADAPTER_TYPES = (None, "houlsby", "pfeiffer")
 LORA_TARGETS = ("query", "key", "value", "attention_output", "intermediate", "output")
@@ -45,6 +46,18 @@ class TransformerEncoderBlock(keras.layers.Layer):
         lora_targets: the projections that get a `LowRankAdapter`, among
             "query", "key", "value", "attention_output", "intermediate",
             "output". Sub-layers are named "<target>_lora".
+        frozen_parts: sub-layers or variables of the block to freeze when it
+            is built, as paths relative to it ("attention",
+            "attention/key", "output/bias"). `get_config()` records the
+            block's current freezing here (see
+            `kzoo.layers.trainability.frozen_parts`), so that a block partly
+            frozen by `kzoo.models.enable_parameter_efficient_training` (its
+            attention and feed-forward projections frozen, its adapters, LoRA
+            factors and LayerNorms trainable) reloads from a `.keras` file
+            with the same trainable variables. A block frozen as a whole
+            records nothing here: its `trainable=False` freezes every
+            sub-layer when it is built. Default: nothing frozen but the LoRA
+            bases.
 
     With LoRA, the base kernel and bias of every target projection are
     frozen (not trainable), and stay frozen when `trainable` is set on the
@@ -81,6 +94,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         lora_rank=0,
         lora_alpha=None,
         lora_targets=("query", "value"),
+        frozen_parts=(),
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -109,6 +123,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha
         self.lora_targets = lora_targets
+        self._frozen_parts = [str(p) for p in (frozen_parts or ())]
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
         self.activation = activation
@@ -180,6 +195,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             lora.build(shape)
             setattr(self, f"{target}_lora", lora)
         self.built = True
+        freeze_after_build(self, self._frozen_parts)
         self._freeze_lora_bases()
 
     # LoRA bookkeeping -------------------------------------------------------
@@ -214,12 +230,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
             return []
         return [getattr(self, n) for n in ("attention_adapter", "ffn_adapter") if hasattr(self, n)]
 
+    def _lora_base_variables(self):
+        return [v for dense in self.lora_base_layers().values() for v in dense.weights]
+
     def _freeze_lora_bases(self):
         if not self.built:
             return
-        for dense in self.lora_base_layers().values():
-            for v in dense.weights:
-                v.trainable = False
+        for v in self._lora_base_variables():
+            v.trainable = False
 
     @property
     def trainable(self):
@@ -314,5 +332,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
             lora_rank=self.lora_rank,
             lora_alpha=self.lora_alpha,
             lora_targets=list(self.lora_targets),
+            frozen_parts=frozen_parts(self, self._lora_base_variables()) if self.built else list(self._frozen_parts),
         )
         return config

@@ -22,15 +22,17 @@ name loses its counter (`dense_7` -> `dense`) and siblings that would then
 collide are numbered in tracking order (`dense`, `dense#1`).
 """
 
+import io
 import os
 import re
-import tempfile
 
 import keras
 import numpy as np
 
+from kzoo import io as kzoo_io
 from kzoo.models.walk import find_encoder
 from kzoo.layers import BertPooler, BottleneckAdapter, LowRankAdapter, TransformerEncoderBlock
+from kzoo.layers.trainability import set_trainable
 
 
 def enable_parameter_efficient_training(model, train_layer_norms=True, train_pooler=True):
@@ -42,6 +44,12 @@ def enable_parameter_efficient_training(model, train_layer_norms=True, train_poo
     every variable outside the encoder (the task head). Everything else in
     the encoder is frozen; LoRA base kernels and biases are frozen in any
     case. Call it before `compile()` (or rebuild the train function).
+
+    The freezing is part of the model's config (each block's and the
+    embeddings' `frozen_parts`, the `trainable` flag of a layer frozen as a
+    whole), so a model saved with `model.save("m.keras")` reloads with
+    `keras.models.load_model` with the same `trainable_weights`, in the same
+    order, and its optimizer state.
 
     Args:
         model: a keras.Model holding one kzoo encoder built with adapters
@@ -79,11 +87,17 @@ def enable_parameter_efficient_training(model, train_layer_norms=True, train_poo
         train += [l for l in layers if isinstance(l, BertPooler)]
     train_ids = {id(v) for l in train for v in l.weights}
 
-    model.trainable = True  # every flag on (LoRA bases stay frozen: see TransformerEncoderBlock) ...
+    set_trainable(model, True)  # every flag on, layers' and variables' (LoRA bases stay frozen) ...
     for v in encoder.weights:  # ... then freeze the encoder but for the adaptation parameters
         v.trainable = id(v) in train_ids
     for block in (l for l in layers if isinstance(l, TransformerEncoderBlock)):
         block._freeze_lora_bases()
+    # What a .keras file keeps: a layer of the encoder frozen as a whole (the pooler without
+    # train_pooler, ...) by its own `trainable` flag; the partly frozen blocks and embeddings
+    # by their `frozen_parts` config, which they derive from the variable flags set above.
+    for layer in encoder.layers:
+        if layer.weights and not any(v.trainable for v in layer.weights):
+            set_trainable(layer, False)
     return model.trainable_weights
 
 
@@ -95,7 +109,10 @@ def merge_lora(model):
     copied, and each LoRA target's kernel becomes `W + (alpha / rank) * A @ B`.
     Adapters are kept as they are. The new model computes the same function
     (up to float rounding) with no LoRA variables and no extra matmuls, for
-    serving or export. It is not compiled.
+    serving or export. It is not compiled. Its variables keep their
+    trainable flags (they are part of the config it is rebuilt from: see
+    `enable_parameter_efficient_training`); the folded kernels, frozen as
+    LoRA bases, are trainable again unless the original froze them too.
 
     Example:
     >>> merged = merge_lora(classifier)  # doctest: +SKIP
@@ -168,16 +185,8 @@ def save_adaptation_weights(model, path):
     if not trainable:
         raise ValueError(f"model {model.name!r} has no trainable variable to save")
     arrays = {names[id(v)]: np.asarray(keras.ops.convert_to_numpy(v)) for v in trainable}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with kzoo_io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 
@@ -202,7 +211,7 @@ def load_adaptation_weights(model, path):
     """
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(kzoo_io.read_bytes(path)), allow_pickle=False) as data:
             stored = {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read adaptation weights: {e}") from e

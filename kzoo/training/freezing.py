@@ -22,6 +22,7 @@ from absl import logging
 
 from kzoo.models.walk import find_encoder
 from kzoo.layers import BertEmbeddings, TransformerEncoderBlock
+from kzoo.layers.trainability import set_trainable
 
 
 def layer_groups(model):
@@ -64,9 +65,12 @@ def group_variables(groups):
 def set_trainable_groups(model, trainable, groups=None):
     """Makes exactly the named groups trainable (others frozen); returns them.
 
-    Every group's layers get their flag set explicitly (Keras does not
-    propagate `trainable` reliably through nested functional models); the
-    model and its encoder stay `trainable=True` so the layer flags decide.
+    Every group's layers get their flag set explicitly, down to every
+    sub-layer and variable (`kzoo.layers.trainability.set_trainable`: Keras does
+    not propagate `trainable` reliably through nested layers); the model and
+    its encoder stay `trainable=True` so the layer flags decide. A frozen
+    group's layers are frozen by their own `trainable` flag, which
+    `model.save()` keeps: a reloaded model has the same trainable variables.
     """
     groups = groups or layer_groups(model)
     unknown = set(trainable) - set(groups)
@@ -76,7 +80,7 @@ def set_trainable_groups(model, trainable, groups=None):
     find_encoder(model).trainable = True
     for name, layers in groups.items():
         for layer in layers:
-            layer.trainable = name in trainable
+            set_trainable(layer, name in trainable)
     return list(trainable)
 
 
@@ -97,7 +101,7 @@ def freeze(model, freeze_layers=0, feature_extraction=False):
     if feature_extraction:
         set_trainable_groups(model, ["head"], groups)
         for layer in find_encoder(model).layers:  # the pooler and a final LayerNorm too
-            layer.trainable = False
+            set_trainable(layer, False)
         return ["task head"]
     if not -1 <= freeze_layers <= num_blocks:
         raise ValueError(f"freeze_layers={freeze_layers}: expected -1 (embeddings only), 0 (nothing) or 1..{num_blocks} "
@@ -179,7 +183,12 @@ class GradualUnfreezing(keras.callbacks.Callback):
             `unfreezing_stages`).
 
     The model must be fully trainable when `fit()` starts, so that Keras
-    builds optimizer slots for every variable; the callback checks it.
+    builds optimizer slots for every variable; the callback checks it. When
+    `fit()` ends the callback makes every group trainable again, the set
+    its optimizer was built for: a model saved then (`model.save("m.keras")`,
+    which keeps the freezing) reloads with its optimizer state, whatever
+    stage training stopped at, and a later `fit()` with the callback goes on
+    from the stage its step or epoch is in.
 
     Example:
     >>> callback = GradualUnfreezing(interval=1, unit="epoch")  # doctest: +SKIP
@@ -216,6 +225,11 @@ class GradualUnfreezing(keras.callbacks.Callback):
                     f"train (e.g. {missing[:3]}); leave the model fully trainable until fit() starts")
         self._current = None
         self._apply(self._stage_for(epoch=0))
+
+    def on_train_end(self, logs=None):
+        set_trainable_groups(self.model, list(self._groups), self._groups)
+        self.model.make_train_function(force=True)
+        self._current = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

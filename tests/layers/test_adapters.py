@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kzoo.layers import BottleneckAdapter, LowRankAdapter, TransformerEncoderBlock
+from kzoo.layers.trainability import freeze_parts, frozen_parts, set_trainable
 from tests.layers.test_transformer import numpy_block
 
 ALL_TARGETS = ("query", "key", "value", "attention_output", "intermediate", "output")
@@ -174,3 +175,38 @@ def test_layer_level_validation():
         BottleneckAdapter(size=0)
     with pytest.raises(ValueError, match="LoRA rank must be a positive integer"):
         LowRankAdapter(rank=0, output_dims=(4,))
+
+
+def test_set_trainable_reaches_what_the_trainable_setter_skips():
+    block = _block(adapter_type="houlsby", adapter_size=2, lora_rank=2)
+    block.attention_adapter.down.kernel.trainable = False
+    block.output_dense.trainable = False
+    block.trainable = True  # Keras (TensorFlow backend) skips an assignment of the value the flag already has
+    assert not block.attention_adapter.down.kernel.trainable and not block.output_dense.kernel.trainable
+    set_trainable(block, True)
+    frozen = {v.path.split("/", 1)[1] for v in block.weights if not v.trainable}
+    assert frozen == {f"attention/{t}/{k}" for t in ("query", "value") for k in ("kernel", "bias")}  # LoRA bases
+    set_trainable(block, False)
+    assert not block.trainable_weights and not any(v.trainable for v in block.weights)
+
+
+def test_frozen_parts_cover_exactly_the_frozen_variables():
+    block = _block(adapter_type="houlsby", adapter_size=2)
+    assert frozen_parts(block) == []
+    block.attention.key_dense.kernel.trainable = False
+    for v in block.ffn_adapter.weights + block.attention_layer_norm.weights:
+        v.trainable = False
+    parts = frozen_parts(block)
+    assert parts == ["attention/key/kernel", "attention_layer_norm", "ffn_adapter"]
+    assert frozen_parts(block, exempt=[block.attention.key_dense.kernel]) == parts[1:]
+    fresh = _block(adapter_type="houlsby", adapter_size=2)
+    freeze_parts(fresh, parts)
+    assert [v.trainable for v in fresh.weights] == [v.trainable for v in block.weights]
+    block.trainable = False
+    assert frozen_parts(block) == []  # the layer's own flag says it all
+
+
+def test_bottleneck_adapter_rebuilt_with_trainable_false_is_frozen():
+    adapter = BottleneckAdapter.from_config({**BottleneckAdapter(size=2).get_config(), "trainable": False})
+    adapter(np.ones((1, 2, 8), "float32"))
+    assert not any(v.trainable for v in adapter.weights)

@@ -128,3 +128,41 @@ def test_defaults_add_no_adapter_or_lora():
 def test_width_must_divide_heads():
     with pytest.raises(ValueError, match="not divisible by num_heads 3"):
         TransformerEncoderBlock(num_heads=3, intermediate_size=8)(np.ones((1, 2, 16), "float32"))
+
+
+def _trainable_names(layer):
+    return [v.path.split("/", 1)[1] for v in layer.trainable_weights]
+
+
+def test_frozen_sub_layers_are_in_the_config_and_frozen_again_when_rebuilt():
+    x = np.ones((1, 3, 16), "float32")
+    block = TransformerEncoderBlock(num_heads=2, intermediate_size=8, adapter_type="pfeiffer", adapter_size=2,
+                                    lora_rank=2, lora_targets=("query", "key", "value", "attention_output"))
+    block(x)
+    assert block.get_config()["frozen_parts"] == []  # LoRA bases are frozen anyway: never listed
+    for v in block.output_dense.weights + block.attention_layer_norm.weights + [block.intermediate_dense.bias]:
+        v.trainable = False  # per-variable flags, as enable_parameter_efficient_training sets them
+    config = block.get_config()
+    assert config["frozen_parts"] == ["attention_layer_norm", "intermediate/bias", "output"]
+    rebuilt = TransformerEncoderBlock.from_config(config)
+    rebuilt(x)
+    assert _trainable_names(rebuilt) == _trainable_names(block)
+    assert rebuilt.get_config() == config
+    old = {k: v for k, v in config.items() if k != "frozen_parts"}  # a config written before frozen_parts
+    legacy = TransformerEncoderBlock.from_config(old)
+    legacy(x)
+    assert len(legacy.trainable_weights) == len(block.trainable_weights) + 2 + 1 + 2
+    with pytest.raises(ValueError, match="frozen part 'ffn' names no single sub-layer or variable"):
+        TransformerEncoderBlock.from_config({**config, "frozen_parts": ["ffn"]})(x)
+
+
+def test_a_block_rebuilt_with_trainable_false_freezes_the_sub_layers_it_builds():
+    block = TransformerEncoderBlock.from_config({**TransformerEncoderBlock(num_heads=2, intermediate_size=8,
+                                                                          adapter_type="houlsby", adapter_size=2,
+                                                                          lora_rank=2).get_config(),
+                                                 "trainable": False})
+    block(np.ones((1, 3, 16), "float32"))
+    assert not block.trainable and not any(v.trainable for v in block.weights)
+    block.trainable = True  # a real change: Keras propagates it, the LoRA bases stay frozen
+    frozen = {v.path.split("/", 1)[1] for v in block.weights if not v.trainable}
+    assert frozen == {f"attention/{t}/{k}" for t in ("query", "value") for k in ("kernel", "bias")}

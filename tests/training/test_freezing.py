@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -151,6 +152,53 @@ def test_gradual_unfreezing_needs_optimizer_built_on_everything(tiny_config):
     model.optimizer.build(model.trainable_variables)  # slots for the head only
     with pytest.raises(ValueError, match="leave the model fully trainable"):
         model.fit(_dataset(tiny_config), epochs=1, verbose=0, callbacks=[freezing.GradualUnfreezing(1, "step")])
+
+
+def _save_and_load(model, path):
+    """`keras.models.load_model` of `model` saved to `path`, and Keras' "Skipping variable loading" warnings."""
+    model.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reloaded = keras.models.load_model(path)
+    return reloaded, [str(w.message) for w in caught if "Skipping variable loading" in str(w.message)]
+
+
+@pytest.mark.parametrize("how", [
+    dict(freeze_layers=1), dict(freeze_layers=-1),
+    dict(feature_extraction=True),
+], ids=["freeze_layers=1", "freeze_layers=-1", "feature_extraction"])
+def test_frozen_layers_stay_frozen_in_a_keras_file(tmp_path, tiny_config, how):
+    model = _classifier(tiny_config)
+    freezing.freeze(model, **how)
+    _compile(model)
+    features, labels = next(iter(_dataset(tiny_config, batches=1)))
+    model.train_on_batch(features, labels)
+    reloaded, skipped = _save_and_load(model, str(tmp_path / "model.keras"))
+    assert not skipped
+    assert [v.path for v in reloaded.trainable_weights] == [v.path for v in model.trainable_weights]
+    frozen = [v for v in reloaded.weights if not v.trainable]
+    before = [v.numpy().copy() for v in frozen]
+    reloaded.train_on_batch(features, labels)
+    for v, value in zip(frozen, before):
+        np.testing.assert_array_equal(v.numpy(), value, err_msg=v.path)
+
+
+def test_model_saved_after_gradual_unfreezing_reloads_with_its_optimizer(tmp_path, tiny_config):
+    model = _classifier(tiny_config)
+    _compile(model, steps=12)
+    unfreezing = freezing.GradualUnfreezing(interval=1, unit="epoch")
+    ds = _dataset(tiny_config, batches=2)
+    model.fit(ds, epochs=2, verbose=0, callbacks=[unfreezing])  # ends in stage 2 of 4: embeddings, layer_0 frozen
+    assert unfreezing.history[-1][3] == ["head", "layer_1"]
+    assert len(model.trainable_weights) == len(model.weights)  # all trainable again, as the optimizer was built
+    reloaded, skipped = _save_and_load(model, str(tmp_path / "model.keras"))
+    assert not skipped
+    assert [v.path for v in reloaded.trainable_weights] == [v.path for v in model.trainable_weights]
+    for got, want in zip(reloaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    resumed = freezing.GradualUnfreezing(interval=1, unit="epoch")
+    reloaded.fit(ds, epochs=3, initial_epoch=2, verbose=0, callbacks=[resumed])  # goes on in the stage of epoch 2
+    assert resumed.history[-1][1:3] == (2, 2) and int(reloaded.optimizer.iterations.numpy()) == 6
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
