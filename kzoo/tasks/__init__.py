@@ -4,7 +4,7 @@ Each workflow reads its files, builds the model on a pretrained encoder, fits
 it with the `kzoo.training` machinery, evaluates with the task's official
 metric, predicts and exports with `kzoo.export`:
 
-- `classification`: `ClassifierRun` / `run_classifier` (GLUE, TREC, TSV/CSV/JSONL);
+- `classification`: `ClassifierRun` / `run_classifier` (GLUE, TREC, TSV/CSV/JSONL), `export_classifier_dirs`;
 - `squad`: `SquadRun` / `run_squad` (SQuAD v1.1 / v2.0 span extraction);
 - `tagging`: `TaggerRun` / `run_tagger` (CoNLL token tagging);
 - `pretraining`: `PretrainingRun` / `run_pretraining` (MLM + NSP, MLM only, ELECTRA);
@@ -14,7 +14,8 @@ This is the top tier of the package: it may import every other kzoo package,
 and none of them imports it.
 """
 
-from kzoo.tasks.classification import ClassifierRun, read_inputs, run_classifier, write_predictions
+from kzoo.tasks.classification import (ClassifierRun, export_classifier_dirs, load_classifier_dir, read_inputs,
+                                       run_classifier, write_predictions)
 from kzoo.tasks.pretraining import PretrainingRun, run_pretraining
 from kzoo.tasks.squad import SquadRun, run_squad
 from kzoo.tasks.tagging import TaggerRun, run_tagger

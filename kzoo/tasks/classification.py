@@ -1,7 +1,6 @@
 """Fine-tune a pretrained encoder as a text classifier, evaluate, export."""
 
 import dataclasses
-import json
 import os
 import time
 
@@ -10,10 +9,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kzoo import checkpoints, data, export, models, text
+from kzoo import io as kzoo_io
+from kzoo import checkpoints, data, export, layers, models, text
 from kzoo.data.masking import MLMMasker
 from kzoo.models import distillation, multitask
-from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
+from kzoo.training.common import load_tokenizer, save_model, save_tokenizer, standard_callbacks
 from kzoo.training.freezing import count_parameters, layer_groups
 from kzoo.training.losses import distillation_losses
 from kzoo.training.metrics import task_metrics
@@ -228,7 +228,7 @@ def run_classifier(run):
         train_ds = multitask.auxiliary_mlm_dataset(train_ds, masker)
         eval_ds = multitask.auxiliary_mlm_dataset(eval_ds, masker) if eval_ds else None
 
-    os.makedirs(run.model_dir, exist_ok=True)
+    kzoo_io.makedirs(run.model_dir)
     start = time.time()
     history = train_model.fit(train_ds, validation_data=eval_ds, epochs=run.num_train_epochs,
                               callbacks=adaptation_callbacks + standard_callbacks(
@@ -294,10 +294,9 @@ def load_teacher(model_dir, label_names):
     path = os.path.join(model_dir, "model.keras")
     labels_path = os.path.join(model_dir, "labels.json")
     for p in (path, labels_path):
-        if not os.path.exists(p):
+        if not kzoo_io.exists(p):
             raise ValueError(f"teacher_model_dir: {p} not found (a model_dir written by run_classifier)")
-    with open(labels_path, encoding="utf-8") as f:
-        teacher_labels = json.load(f)
+    teacher_labels = kzoo_io.read_json(labels_path)
     if list(teacher_labels) != list(label_names):
         raise ValueError(f"{labels_path}: the teacher's labels {teacher_labels} differ from this task's {label_names}")
     teacher = keras.models.load_model(path, compile=False)
@@ -308,12 +307,44 @@ def load_teacher(model_dir, label_names):
 def write_predictions(path, ids, label_names, probabilities):
     """TSV: header, then `id`, predicted `label`, one `prob_<label>` per class,
     in input order; written to a temporary file and renamed into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\t".join(["id", "label"] + [f"prob_{name}" for name in label_names]) + "\n")
-        for example_id, row in zip(ids, probabilities):
-            cells = [str(example_id), label_names[int(np.argmax(row))]] + [f"{p:.6f}" for p in row]
-            f.write("\t".join(cells) + "\n")
-    os.replace(tmp, path)
+    lines = ["\t".join(["id", "label"] + [f"prob_{name}" for name in label_names])]
+    for example_id, row in zip(ids, probabilities):
+        lines.append("\t".join([str(example_id), label_names[int(np.argmax(row))]] + [f"{p:.6f}" for p in row]))
+    kzoo_io.write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def load_classifier_dir(model_dir):
+    """(model, labels) of one `run_classifier` model_dir, LoRA folded in."""
+    for name in ("model.keras", "labels.json", "tokenizer.json"):
+        if not kzoo_io.exists(os.path.join(model_dir, name)):
+            raise ValueError(f"{os.path.join(model_dir, name)} not found (a --model_dir of kzoo-run-classifier)")
+    model = keras.models.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+    if any(isinstance(l, layers.TransformerEncoderBlock) and l.lora_rank
+           for l in model._flatten_layers(include_self=False, recursive=True)):
+        model = models.merge_lora(model)
+    return model, kzoo_io.read_json(os.path.join(model_dir, "labels.json"))
+
+
+def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=128, pair=False):
+    """Exports one `run_classifier` model_dir as a raw-text SavedModel, or the probability-averaging ensemble of
+    several (`kzoo.models.classifier_ensemble`; they must share labels and vocabulary); returns the version path
+    under `export_dir`."""
+    members, labels = [], None
+    for i, model_dir in enumerate(model_dirs):
+        model, member_labels = load_classifier_dir(model_dir)
+        if labels is not None and member_labels != labels:
+            raise ValueError(f"{model_dir}: labels {member_labels} differ from {model_dirs[0]}'s {labels}")
+        if i and (kzoo_io.read_bytes(os.path.join(model_dir, "vocab.txt"))
+                  != kzoo_io.read_bytes(os.path.join(model_dirs[0], "vocab.txt"))):
+            raise ValueError(f"{model_dir}: vocab.txt differs from {model_dirs[0]}'s; members must share a vocabulary")
+        labels = member_labels
+        members.append(model)
+    if len(members) > 1:
+        for i, model in enumerate(members):
+            model.name = f"member_{i}"  # Keras needs distinct layer names
+        model = models.classifier_ensemble(members, weights=weights)
+    else:
+        model = members[0]
+    tokenizer = load_tokenizer(model_dirs[0])
+    return export.export_classifier(model, tokenizer, labels, export_dir, max_seq_length, pair=pair)

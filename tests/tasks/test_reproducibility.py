@@ -29,6 +29,7 @@ def test_same_seed_same_predictions_bit_for_bit(tmp_path, tiny_bert_folder):
     for name, process in runs.items():
         stdout, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-4000:]
+        assert "trained on all 360 examples" in stdout and "no evaluation" in stdout, stdout
         predictions[name] = (tmp_path / name / "predictions.tsv").read_bytes()
     assert len(predictions["first"].splitlines()) == 7
     assert predictions["again"] == predictions["first"]

@@ -42,11 +42,11 @@ def test_fractions_outside_zero_one_are_refused(tmp_path, fraction, no_training)
     from kzoo.tasks import ClassifierRun, TaggerRun, run_classifier, run_tagger
 
     no_training()
-    with pytest.raises(ValueError, match=re.escape(f"validation_fraction must be in [0, 1)")):
+    with pytest.raises(ValueError, match=re.escape("validation_fraction must be in [0, 1)")):
         run_classifier(ClassifierRun(validation_fraction=fraction, model_dir=str(tmp_path / "c"), export_dir=""))
     conll = tmp_path / "train.conll"
     _write_conll(conll, _sentences())
-    with pytest.raises(ValueError, match=re.escape(f"validation_fraction must be in [0, 1)")):
+    with pytest.raises(ValueError, match=re.escape("validation_fraction must be in [0, 1)")):
         run_tagger(TaggerRun(train_file=str(conll), validation_fraction=fraction, model_dir=str(tmp_path / "t")))
 
 

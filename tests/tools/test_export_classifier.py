@@ -1,7 +1,6 @@
-"""tools/export_classifier.py: re-export one model_dir or the ensemble of several as one SavedModel."""
+"""kzoo.tasks.classification.export_classifier_dirs (what kzoo-export-classifier runs): re-export one model_dir or
+the ensemble of several as one SavedModel."""
 
-import importlib.util
-import os
 
 import keras
 import numpy as np
@@ -12,7 +11,6 @@ from kzoo import models
 from kzoo.configs import BertConfig
 from kzoo.text import BertPacker, BertTokenizer
 from kzoo.training import save_model, save_tokenizer
-from tests.conftest import REPO
 
 LABELS = ["neg", "neutral", "pos"]
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "plot", "the", "was", "a", "boring",
@@ -22,11 +20,9 @@ TEXTS = ["the film was great", "a very boring plot", "fine films", ""]
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("export_classifier_tool", os.path.join(REPO, "tools",
-                                                                                         "export_classifier.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from kzoo.tasks import classification
+
+    return classification
 
 
 def _model_dir(path, vocab, seed, **encoder_kwargs):
@@ -55,7 +51,7 @@ def test_ensemble_of_model_dirs_is_one_savedmodel(tmp_path, tool):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(WORDS) + "\n")
     members = [_model_dir(tmp_path / f"run{i}", vocab, seed=i) for i in range(3)]
-    path = tool.export_models([str(tmp_path / f"run{i}") for i in range(3)], str(tmp_path / "export"),
+    path = tool.export_classifier_dirs([str(tmp_path / f"run{i}") for i in range(3)], str(tmp_path / "export"),
                               weights=[1.0, 1.0, 2.0], max_seq_length=16)
     assert path == str(tmp_path / "export" / "1")
     packed = _packed(vocab)
@@ -72,7 +68,7 @@ def test_single_lora_model_is_exported_merged(tmp_path, tool):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(WORDS) + "\n")
     model = _model_dir(tmp_path / "run", vocab, seed=5, lora_rank=2)
-    path = tool.export_models([str(tmp_path / "run")], str(tmp_path / "export"), max_seq_length=16)
+    path = tool.export_classifier_dirs([str(tmp_path / "run")], str(tmp_path / "export"), max_seq_length=16)
     packed = _packed(vocab)
     served = tf.saved_model.load(path).signatures["serve_packed"](**packed)
     np.testing.assert_allclose(served["probabilities"].numpy(), _probabilities(model, packed), atol=1e-5)
@@ -86,6 +82,6 @@ def test_members_must_agree(tmp_path, tool):
     _model_dir(tmp_path / "b", vocab, seed=1)
     save_model(keras.models.load_model(tmp_path / "b" / "model.keras"), str(tmp_path / "b"), labels=["x", "y", "z"])
     with pytest.raises(ValueError, match="labels"):
-        tool.export_models([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "export"))
+        tool.export_classifier_dirs([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "export"))
     with pytest.raises(ValueError, match="model.keras not found"):
-        tool.export_models([str(tmp_path / "missing")], str(tmp_path / "export"))
+        tool.export_classifier_dirs([str(tmp_path / "missing")], str(tmp_path / "export"))

