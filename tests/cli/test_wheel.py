@@ -32,6 +32,7 @@ COMMANDS = {
     "kzoo-fill-mask": ("fill_mask", ("checkpoint", "text", "top_k")),
     "kzoo-benchmark": ("benchmark", ("quick", "output_json", "data_file", "measure_xla")),
     "kzoo-compare-adaptation": ("compare_adaptation", DISTRIBUTION + ("techniques", "task", "init_checkpoint")),
+    "kzoo-list-presets": ("list_presets", ("family", "format", "cached", "cache_dir")),
 }
 
 
