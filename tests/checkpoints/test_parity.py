@@ -44,21 +44,37 @@ def assert_close(kzoo_out, ref_sequence, ref_pooled, mask):
     assert seq_diff < TOLERANCE and pooled_diff < TOLERANCE
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None,
-    reason="the Hugging Face reference needs transformers and torch (pip install -e '.[test]')",
-)
-def test_matches_original_hugging_face_model(tmp_path, minilm_ckpt_dir, minilm_hf_folder):
-    inputs = parity_inputs()
-    np.savez(tmp_path / "in.npz", **inputs)
+@pytest.fixture(scope="module")
+def hf_reference(tmp_path_factory):
+    """The original Hugging Face BertModel's outputs on `parity_inputs()` from the pip package's folder
+    (torch, in a subprocess that never imports TensorFlow), computed once for the tests below."""
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
+        pytest.skip("the Hugging Face reference needs transformers and torch (pip install -e '.[test]')")
+    from tests.conftest import minilm_hf_folder_or_skip
+
+    folder, tmp = minilm_hf_folder_or_skip(), tmp_path_factory.mktemp("hf_reference")
+    np.savez(tmp / "in.npz", **parity_inputs())
     script = os.path.join(os.path.dirname(__file__), "hf_reference.py")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    subprocess.run([sys.executable, script, minilm_hf_folder, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+    subprocess.run([sys.executable, script, folder, str(tmp / "in.npz"), str(tmp / "out.npz")],
                    check=True, env=env, timeout=300)
-    ref = np.load(tmp_path / "out.npz")
+    return dict(np.load(tmp / "out.npz"))
+
+
+def test_matches_original_hugging_face_model(minilm_ckpt_dir, hf_reference):
+    inputs = parity_inputs()
     # Official-format checkpoint into kzoo vs the HF model from the pip package.
     encoder = load_pretrained(minilm_ckpt_dir).encoder
-    assert_close(encoder(inputs), ref["sequence_output"], ref["pooled_output"], inputs["input_mask"])
+    assert_close(encoder(inputs), hf_reference["sequence_output"], hf_reference["pooled_output"],
+                 inputs["input_mask"])
+
+
+def test_hf_folder_matches_original_hugging_face_model(minilm_hf_folder, hf_reference):
+    inputs = parity_inputs()
+    # The pip package's HF folder into kzoo (kzoo's HF loader) vs the HF model on the same folder.
+    encoder = load_pretrained(minilm_hf_folder).encoder
+    assert_close(encoder(inputs), hf_reference["sequence_output"], hf_reference["pooled_output"],
+                 inputs["input_mask"])
 
 
 def _keras_hub_backbone(kzoo_encoder, config):
@@ -95,8 +111,8 @@ def _keras_hub_backbone(kzoo_encoder, config):
     return backbone
 
 
-def test_matches_keras_hub_backbone(minilm_ckpt_dir):
-    pretrained = load_pretrained(minilm_ckpt_dir)
+def test_matches_keras_hub_backbone(minilm_hf_folder):
+    pretrained = load_pretrained(minilm_hf_folder)
     backbone = _keras_hub_backbone(pretrained.encoder, pretrained.config)
     inputs = parity_inputs()
     ref = backbone({"token_ids": inputs["input_word_ids"], "segment_ids": inputs["input_type_ids"],

@@ -4,7 +4,7 @@ import pytest
 
 from kzoo.data.conll import IGNORE_LABEL, read_conll, tag_vocabulary, tagging_dataset, word_predictions
 from kzoo.text.tokenizer import BertTokenizer
-from tests.conftest import shared_path
+from tests.conftest import minilm_vocab_file
 
 # CoNLL-2003 layout: token, POS, chunk, NER (IOB2). Ten sentences in two documents.
 CONLL = """-DOCSTART- -X- -X- O
@@ -82,7 +82,7 @@ CLS, SEP, PAD = 101, 102, 0
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return BertTokenizer(shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt"))
+    return BertTokenizer(minilm_vocab_file())
 
 
 def _write(tmp_path, content, name="ner.txt"):

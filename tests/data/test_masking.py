@@ -8,7 +8,7 @@ from kzoo.data.conll import IGNORE_LABEL
 from kzoo.data.masking import MLMMasker
 from kzoo.text.packing import BertPacker
 from kzoo.text.tokenizer import BertTokenizer
-from tests.conftest import shared_path
+from tests.conftest import minilm_vocab_file, shared_path
 
 P = 20
 SEQ = 64
@@ -16,7 +16,7 @@ SEQ = 64
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return BertTokenizer(vocab_file=shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt"), lower_case=True)
+    return BertTokenizer(vocab_file=minilm_vocab_file(), lower_case=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ import pytest
 
 from kzoo.data import classification_dataset, num_batches, read_task, token_lengths
 from kzoo.text import BertPacker, BertTokenizer
-from tests.conftest import shared_path
+from tests.conftest import minilm_vocab_file, shared_path
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return BertTokenizer(shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt"))
+    return BertTokenizer(minilm_vocab_file())
 
 
 @pytest.fixture(scope="module")

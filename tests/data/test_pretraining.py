@@ -17,7 +17,7 @@ from kzoo.data.pretraining import (
     write_pretraining_tfrecords,
 )
 from kzoo.text.tokenizer import BertTokenizer
-from tests.conftest import shared_path
+from tests.conftest import minilm_vocab_file, shared_path
 
 SEQ = 128
 P = 20
@@ -193,7 +193,7 @@ def test_create_instances_errors(synthetic):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return BertTokenizer(vocab_file=shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt"), lower_case=True)
+    return BertTokenizer(vocab_file=minilm_vocab_file(), lower_case=True)
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ PAIRS = (["What is BERT?", "short", "a b c d e f g h i j k l m n o p q r s t"],
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tests.conftest import shared_path
+    from tests.conftest import minilm_vocab_file
 
-    return BertTokenizer(vocab_file=shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt"))
+    return BertTokenizer(vocab_file=minilm_vocab_file())
 
 
 @pytest.fixture(scope="module")

@@ -42,10 +42,9 @@ def _filter(stderr):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tests.conftest import MINILM_CKPT_DIR, shared_path
+    from tests.conftest import minilm_vocab_file
 
-    shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt")
-    return BertTokenizer(vocab_file=os.path.join(MINILM_CKPT_DIR, "vocab.txt"))
+    return BertTokenizer(vocab_file=minilm_vocab_file())
 
 
 @pytest.fixture(scope="module")

@@ -72,9 +72,9 @@ def test_encoder_outputs_are_exactly_unchanged_at_init(tiny_config, norm_first, 
     assert len(adapted.weights) > len(plain.weights)
 
 
-def test_minilm_official_checkpoint_loads_into_adapted_encoder_unchanged(minilm_ckpt_dir):
-    plain = load_pretrained(minilm_ckpt_dir)
-    adapted = load_pretrained(minilm_ckpt_dir, strict=True, adapter_type="houlsby", adapter_size=64, lora_rank=4)
+def test_minilm_official_checkpoint_loads_into_adapted_encoder_unchanged(minilm_official_folder):
+    plain = load_pretrained(minilm_official_folder)
+    adapted = load_pretrained(minilm_official_folder, strict=True, adapter_type="houlsby", adapter_size=64, lora_rank=4)
     assert adapted.format == "official" and adapted.report.loaded == plain.report.loaded
     new = [v.path for v in adapted.encoder.weights if "adapter" in v.path or "_lora/" in v.path]
     assert sorted(adapted.report.missing) == sorted(new) and len(new) == 6 * (8 + 4)

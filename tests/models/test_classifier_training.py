@@ -27,10 +27,10 @@ def trec_slice(count):
     return texts, np.array([names.index(label) for label in labels], np.int32), names
 
 
-def test_loss_falls_on_trec_from_minilm(minilm_ckpt_dir):
+def test_loss_falls_on_trec_from_minilm(minilm_hf_folder):
     keras.utils.set_random_seed(0)
     texts, labels, names = trec_slice(16)  # 96 questions, 6 classes
-    pretrained = load_pretrained(minilm_ckpt_dir)
+    pretrained = load_pretrained(minilm_hf_folder)
     tokenizer = BertTokenizer(vocab_file=pretrained.vocab_file)
     packer = BertPacker.from_tokenizer(tokenizer, 48, dynamic_length=True)
     train = classification_dataset(texts, labels, tokenizer, packer, batch_size=16, shuffle=True, seed=0)

@@ -153,8 +153,8 @@ def test_official_checkpoint_names_layouts_and_reports(tmp_path, tiny_config):
     assert report.unused == ["cls/seq_relationship/output_bias", "cls/seq_relationship/output_weights"]
 
 
-def test_heads_are_new_when_the_checkpoint_has_none(minilm_ckpt_dir):
-    pretrained = load_pretrained(minilm_ckpt_dir, with_heads=True)
+def test_heads_are_new_when_the_checkpoint_has_none(minilm_official_folder):
+    pretrained = load_pretrained(minilm_official_folder, with_heads=True)
     assert pretrained.pretrainer.nsp is False  # the MiniLM checkpoint has no cls/* heads
     assert len(pretrained.report.loaded) == 103
     assert all("masked_lm" in path for path in pretrained.report.missing)

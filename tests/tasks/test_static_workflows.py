@@ -14,7 +14,7 @@ from kzoo.checkpoints import save_official_bert
 from kzoo.configs import BertConfig
 from kzoo.models import bert_encoder
 from kzoo.tasks import ClassifierRun, SquadRun, TaggerRun, run_classifier, run_squad, run_tagger
-from tests.conftest import shared_path
+from tests.conftest import minilm_vocab_file
 from tests.tools.test_run_squad import _v2_file
 from tests.tools.test_run_tagger import _sentences, _write_conll
 
@@ -23,7 +23,7 @@ from tests.tools.test_run_tagger import _sentences, _write_conll
 def tiny_checkpoint(tmp_path_factory):
     """An official checkpoint folder of a 1-layer, hidden-32 BERT with the real uncased vocabulary."""
     folder = tmp_path_factory.mktemp("tiny_bert")
-    shutil.copyfile(shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt"), folder / "vocab.txt")
+    shutil.copyfile(minilm_vocab_file(), folder / "vocab.txt")
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
     config.to_json_file(folder / "bert_config.json")

@@ -16,7 +16,7 @@ from kzoo.text.squad import (
     split_context,
 )
 from kzoo.text.tokenizer import BertTokenizer
-from tests.conftest import shared_path
+from tests.conftest import minilm_vocab_file, shared_path
 
 VOCAB = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "year", "who", "won", "?", "the", "war",
@@ -44,7 +44,7 @@ def squad_dev_path():
 
 
 def minilm_tokenizer():
-    return BertTokenizer(shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt"))
+    return BertTokenizer(minilm_vocab_file())
 
 
 def _v1(qas, context=CONTEXT):

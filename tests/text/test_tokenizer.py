@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from kzoo.text import BertPacker, BertTokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-VOCAB_FILE = SHARED / "checkpoints" / "minilm_l6_h384_uncased" / "vocab.txt"
-DATA = SHARED / "data"
+from tests.conftest import SHARED, minilm_vocab_file
+
+DATA = Path(SHARED) / "data"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,19 +92,25 @@ def ref_tokenize(text, vocab, lower_case=True, max_chars=200):
 
 def require(path):
     if not path.exists():
-        pytest.skip(f"shared data {path} is absent (expected <repo root>/../shared)")
+        pytest.skip(f"shared data {path} is absent (expected <repo root>/../shared, or KZOO_TEST_SHARED)")
     return path
 
 
 @pytest.fixture(scope="module")
-def vocab():
-    lines = require(VOCAB_FILE).read_text(encoding="utf-8").split("\n")
+def vocab_file():
+    """BERT's uncased vocabulary (MiniLM's), from the pip package the README's install puts here."""
+    return minilm_vocab_file()
+
+
+@pytest.fixture(scope="module")
+def vocab(vocab_file):
+    lines = Path(vocab_file).read_text(encoding="utf-8").split("\n")
     return {token.strip(): i for i, token in enumerate(lines[:-1] if lines[-1] == "" else lines)}
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return BertTokenizer(vocab_file=str(require(VOCAB_FILE)))
+def tokenizer(vocab_file):
+    return BertTokenizer(vocab_file=vocab_file)
 
 
 def tsv_rows(path, skip_header):
@@ -183,7 +189,7 @@ def test_real_sentences_match_reference(tokenizer, vocab, sentences):
     assert not mismatches, mismatches[:5]
 
 
-def test_real_sentences_match_transformers(tokenizer, sentences):
+def test_real_sentences_match_transformers(tokenizer, vocab_file, sentences):
     try:
         from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy as Slow
     except ImportError:
@@ -191,7 +197,7 @@ def test_real_sentences_match_transformers(tokenizer, sentences):
             from transformers import BertTokenizer as Slow  # transformers < 5: the slow one
         except ImportError:
             pytest.skip("transformers is not importable; the reference comparison still runs")
-    slow = Slow(str(VOCAB_FILE), do_lower_case=True)
+    slow = Slow(vocab_file, do_lower_case=True)
     got = tokenizer(tf.constant(sentences)).to_list()
     mismatches = [s for s, ids in zip(sentences, got)
                   if ids != slow.convert_tokens_to_ids(slow.tokenize(s))]

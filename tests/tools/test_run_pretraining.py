@@ -4,6 +4,8 @@ Continued pretraining: a small BERT is pretrained from scratch on movie-review
 sentences (SST-2), written as an official checkpoint with its cls/* heads,
 then pretrained further on Wikipedia paragraphs (SQuAD contexts) from that
 checkpoint. The masked-LM loss on held-out Wikipedia articles must fall.
+The tests whose assertions do not depend on the text (ELECTRA, bad runs) use
+the shipped intents example instead, and so run without ../shared.
 """
 
 import json
@@ -17,11 +19,12 @@ import tensorflow as tf
 
 from kzoo.checkpoints import load_official_bert, load_pretrained
 from kzoo.configs import BertConfig
+from kzoo.data import EXAMPLE_INTENTS, read_task
 from kzoo.data import pretraining as pretraining_data
 from kzoo.checkpoints import load_masked_lm
 from kzoo.models import bert_classifier, bert_encoder, fill_mask
 from kzoo.tasks.pretraining import PretrainingRun, run_pretraining
-from tests.conftest import REPO, shared_path
+from tests.conftest import REPO, minilm_vocab_file, shared_path
 
 TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=64)
@@ -34,7 +37,7 @@ def corpora(tmp_path_factory):
     """SST-2 sentences in pseudo-documents of 8, and SQuAD articles split into
     training articles and held-out articles, as one-sentence-per-line files."""
     root = tmp_path_factory.mktemp("corpora")
-    vocab = shared_path("checkpoints", "minilm_l6_h384_uncased", "vocab.txt")
+    vocab = minilm_vocab_file()
     with open(shared_path("data", "sst2", "train.tsv"), encoding="utf-8") as f:
         sentences = [line.split("\t")[0].strip() for line in f.read().splitlines()[1:]]
     sentences = [s for s in sentences if len(s.split()) >= 6][:1600]
@@ -44,6 +47,17 @@ def corpora(tmp_path_factory):
     pretraining_data.write_documents(articles[20:], root / "wiki_heldout.txt")
     BertConfig(**TINY).to_json_file(root / "bert_config.json")
     return {"root": root, "vocab": vocab}
+
+
+@pytest.fixture(scope="module")
+def intents_corpus(tmp_path_factory):
+    """The shipped intents example (kzoo/data/examples/intents.tsv) as 3 documents of 120
+    sentences, one sentence per line, with the tiny config and the real uncased vocabulary."""
+    root = tmp_path_factory.mktemp("intents_corpus")
+    texts = read_task("tsv", EXAMPLE_INTENTS).texts
+    pretraining_data.write_documents([texts[i:i + 120] for i in range(0, len(texts), 120)], root / "intents.txt")
+    BertConfig(**TINY).to_json_file(root / "bert_config.json")
+    return {"root": root, "documents": root / "intents.txt", "vocab": minilm_vocab_file()}
 
 
 @pytest.fixture(scope="module")
@@ -105,27 +119,27 @@ def test_fill_mask_cli_prints_the_model_s_top_k(corpora, general_model):
         assert lines[i] == f"  [MASK] {i}: {shown}"
 
 
-def test_fill_mask_refuses_a_checkpoint_without_mlm_head(minilm_ckpt_dir):
+def test_fill_mask_refuses_a_checkpoint_without_mlm_head(minilm_official_folder):
     with pytest.raises(ValueError, match="no masked-LM head"):
-        load_masked_lm(minilm_ckpt_dir)
+        load_masked_lm(minilm_official_folder)
 
 
-def test_electra_on_official_tfrecords_under_xla(corpora, tmp_path):
+def test_electra_on_official_tfrecords_under_xla(intents_corpus, tmp_path):
     """ELECTRA from TFRecords (official feature names, whole-word masking),
     static shapes and jit_compile; the discriminator is what gets saved."""
     from kzoo.data.masking import MLMMasker
     from kzoo.text import BertTokenizer
 
-    root = corpora["root"]
-    tokenizer = BertTokenizer(corpora["vocab"], lower_case=True)
-    documents = pretraining_data.read_documents(str(root / "wiki_train.txt"))
+    root = intents_corpus["root"]
+    tokenizer = BertTokenizer(intents_corpus["vocab"], lower_case=True)
+    documents = pretraining_data.read_documents(str(intents_corpus["documents"]))
     masker = MLMMasker.from_tokenizer(tokenizer, max_predictions_per_seq=8, seed=3, count_special_tokens=True,
                                       whole_word_masking=True)
     instances = pretraining_data.create_instances(documents[:3], tokenizer, max_seq_length=48, nsp=False, seed=3)
     pretraining_data.write_pretraining_tfrecords(instances, masker, str(tmp_path / "train.tfrecord"))
     result = run_pretraining(PretrainingRun(
         input_files=str(tmp_path / "train.tfrecord"), bert_config_file=str(root / "bert_config.json"),
-        vocab_file=corpora["vocab"], model_dir=str(tmp_path / "electra"), objective="electra", nsp=False,
+        vocab_file=intents_corpus["vocab"], model_dir=str(tmp_path / "electra"), objective="electra", nsp=False,
         static_shapes=True, num_train_steps=12, **COMMON))
     history = result["history"]
     assert {"generator_loss", "discriminator_loss", "discriminator_accuracy", "replaced_fraction"} <= set(history)
@@ -137,18 +151,17 @@ def test_electra_on_official_tfrecords_under_xla(corpora, tmp_path):
                                   reader.get_tensor("bert/embeddings/word_embeddings"))
 
 
-def test_bad_runs_fail_before_training(corpora, tmp_path):
-    root = corpora["root"]
+def test_bad_runs_fail_before_training(intents_corpus, tmp_path):
+    documents = str(intents_corpus["documents"])
     with pytest.raises(ValueError, match="no file matches"):
         run_pretraining(PretrainingRun(input_files=str(tmp_path / "nothing*.txt"), init_checkpoint="minilm"))
     with pytest.raises(ValueError, match="bert_config_file and vocab_file"):
-        run_pretraining(PretrainingRun(input_files=str(root / "sst2.txt")))
+        run_pretraining(PretrainingRun(input_files=documents))
     with pytest.raises(ValueError, match="objective"):
-        run_pretraining(PretrainingRun(input_files=str(root / "sst2.txt"), init_checkpoint="minilm",
-                                       objective="gpt"))
+        run_pretraining(PretrainingRun(input_files=documents, init_checkpoint="minilm", objective="gpt"))
     small = BertConfig(**{**TINY, "vocab_size": 100})
     small.to_json_file(tmp_path / "small.json")
     with pytest.raises(ValueError, match="vocab_size 100"):
-        run_pretraining(PretrainingRun(input_files=str(root / "sst2.txt"), bert_config_file=str(tmp_path / "small.json"),
-                                       vocab_file=corpora["vocab"], model_dir=str(tmp_path / "m")))
+        run_pretraining(PretrainingRun(input_files=documents, bert_config_file=str(tmp_path / "small.json"),
+                                       vocab_file=intents_corpus["vocab"], model_dir=str(tmp_path / "m")))
     assert not os.path.exists(tmp_path / "m" / "bert_model.ckpt.index")

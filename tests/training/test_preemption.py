@@ -151,11 +151,9 @@ def _tiny_official_checkpoint(folder):
     from kzoo.checkpoints import save_official_bert
     from kzoo.configs import BertConfig
     from kzoo.models import bert_encoder
-    from tests.conftest import MINILM_CKPT_DIR
+    from tests.conftest import minilm_vocab_file
 
-    vocab = os.path.join(MINILM_CKPT_DIR, "vocab.txt")
-    if not os.path.exists(vocab):
-        pytest.skip(f"{vocab} not found")
+    vocab = minilm_vocab_file()
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64)
     os.makedirs(folder)
