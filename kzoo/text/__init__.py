@@ -1,5 +1,9 @@
-"""kzoo text: in-graph BERT WordPiece tokenization, input packing and SQuAD processing."""
+"""kzoo text: in-graph tokenizers (WordPiece, SentencePiece, byte-level BPE), input packing and
+SQuAD processing."""
 
 from kzoo.text import squad
-from kzoo.text.packing import BertPacker
+from kzoo.text.bpe import RobertaTokenizer
+from kzoo.text.family import FAMILIES, infer_family, packer_from_tokenizer, tokenizer_from_folder
+from kzoo.text.packing import BertPacker, RobertaPacker
+from kzoo.text.sentencepiece import AlbertTokenizer, SentencePieceTokenizer, XLMRobertaTokenizer
 from kzoo.text.tokenizer import BertTokenizer

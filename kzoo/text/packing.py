@@ -1,4 +1,6 @@
-"""BERT input packing: `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, truncated and padded.
+"""Encoder input packing, truncated and padded: BERT's `[CLS] a [SEP]` / `[CLS] a [SEP] b [SEP]`
+(`BertPacker`: BERT, ALBERT, ELECTRA, DistilBERT) and RoBERTa's `<s> a </s>` / `<s> a </s></s> b </s>`
+(`RobertaPacker`: RoBERTa, XLM-RoBERTa).
 
 Truncation equals google-research/bert: a single segment keeps its first `seq_length - 2`
 tokens; a pair is cut like `_truncate_seq_pair` (drop the last token of the longer segment, of
@@ -60,7 +62,15 @@ class BertPacker(keras.layers.Layer):
 
     @classmethod
     def from_tokenizer(cls, tokenizer, seq_length, **kwargs):
-        """A packer with the `[CLS]`, `[SEP]` and `[PAD]` ids of a `BertTokenizer`."""
+        """A packer with the `[CLS]`, `[SEP]` and `[PAD]` ids of a tokenizer.
+
+        Called on `BertPacker`, it packs the way the tokenizer's family does: a tokenizer whose
+        `packer_layout` is "roberta" (`RobertaTokenizer`, `XLMRobertaTokenizer`) gets a
+        `RobertaPacker` with its `<s>`, `</s>` and `<pad>` ids; `BertTokenizer` and
+        `AlbertTokenizer` get a `BertPacker`. Called on a subclass, it builds that subclass.
+        """
+        if cls is BertPacker and getattr(tokenizer, "packer_layout", "bert") == "roberta":
+            cls = RobertaPacker
         return cls(
             seq_length,
             cls_id=tokenizer.cls_token_id,
@@ -69,13 +79,21 @@ class BertPacker(keras.layers.Layer):
             **kwargs,
         )
 
+    # Special tokens around the segments: one before, then this many after each segment.
+    _separators_per_segment = (1, 1)
+
+    def _combine(self, trimmed):
+        """Trimmed segments -> (word ids, type ids), both [batch, (tokens)]."""
+        return tf_text.combine_segments(trimmed, self.cls_id, self.sep_id)
+
     def call(self, inputs):
         segments = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
         if len(segments) not in (1, 2):
             raise ValueError(f"{self.name} packs one or two segments, got {len(segments)}")
-        budget = self.seq_length - 1 - len(segments)
+        budget = self.seq_length - 1 - sum(self._separators_per_segment[: len(segments)])
         if budget < 0:
-            raise ValueError(f"seq_length {self.seq_length} leaves no room for a pair: it must be >= 3")
+            raise ValueError(f"seq_length {self.seq_length} leaves no room for a pair: it must be >= "
+                             f"{self.seq_length - budget}")
         segments = [
             s if isinstance(s, tf.RaggedTensor) else tf.convert_to_tensor(s) for s in segments
         ]
@@ -87,7 +105,7 @@ class BertPacker(keras.layers.Layer):
             for s in segments
         ]
         trimmed = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
-        word_ids, type_ids = tf_text.combine_segments(trimmed, self.cls_id, self.sep_id)
+        word_ids, type_ids = self._combine(trimmed)
         shape = None if self.dynamic_length else [None, self.seq_length]
         features = {
             "input_word_ids": word_ids.to_tensor(self.pad_id, shape=shape),
@@ -110,3 +128,43 @@ class BertPacker(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class RobertaPacker(BertPacker):
+    """Packs one or two segments of token ids into RoBERTa / XLM-RoBERTa encoder inputs.
+
+    `<s> a </s>` or `<s> a </s></s> b </s>` (fairseq's and transformers' layout), one token type
+    (`input_type_ids` all 0), padding with `<pad>` (id 1 in both families). Truncation is
+    `BertPacker`'s, with the pair's budget `seq_length - 4`: the longer segment loses its last
+    token until the pair fits, the second on a tie (transformers' Python `truncate_sequences`;
+    its `tokenizers` backend, which transformers 5 runs, splits an odd budget between two
+    segments that are both cut the other way round: see `tests/text/test_family_packing.py`).
+    The call convention and outputs are `BertPacker`'s.
+
+    Args:
+        seq_length: the most tokens per example, special tokens included.
+        cls_id: id of `<s>` (0).
+        sep_id: id of `</s>` (2).
+        pad_id: id written on padding positions (`<pad>`, 1).
+        dynamic_length: as `BertPacker`'s.
+
+    Example:
+    >>> packer = RobertaPacker(seq_length=9, cls_id=0, sep_id=2)
+    >>> packer((tf.ragged.constant([[7, 8]]), tf.ragged.constant([[9]])))["input_word_ids"].numpy().tolist()
+    [[0, 7, 8, 2, 2, 9, 2, 1, 1]]
+    """
+
+    _separators_per_segment = (1, 2)
+
+    def __init__(self, seq_length, cls_id, sep_id, pad_id=1, dynamic_length=False, **kwargs):
+        super().__init__(seq_length, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id, dynamic_length=dynamic_length,
+                         **kwargs)
+
+    def _combine(self, trimmed):
+        if len(trimmed) == 2:  # "</s></s> b": the second segment starts with one more </s>
+            first, second = trimmed
+            extra = tf.fill([second.nrows(), 1], tf.constant(self.sep_id, second.dtype))
+            trimmed = [first, tf.concat([tf.RaggedTensor.from_tensor(extra), second], axis=1)]
+        word_ids, _ = tf_text.combine_segments(trimmed, self.cls_id, self.sep_id)
+        return word_ids, tf.zeros_like(word_ids)
