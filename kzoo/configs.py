@@ -1,15 +1,39 @@
-"""BERT model configuration: read and write official and Hugging Face config files.
+"""Encoder configuration: read and write official and Hugging Face config files.
 
-`BertConfig` holds the hyper-parameters of a BERT-style encoder. It reads the
-official google-research/bert `bert_config.json` (its 11 keys) and the
-Hugging Face `config.json` of a BERT model, validates them, and writes either
-format back.
+`BertConfig` holds the hyper-parameters of every BERT-style encoder kzoo
+builds: BERT itself and the families next to it (`FAMILIES`): ALBERT,
+ELECTRA, RoBERTa, XLM-RoBERTa and DistilBERT. One class, one builder
+(`kzoo.models.bert_encoder`): a `family` field says which encoder the config
+describes, and a few structural fields carry what the families add to BERT
+(`embedding_size`, `num_hidden_groups`, `inner_group_num`, `pad_token_id`,
+`type_vocab_size=0`). What follows from the family alone (the pooler, the
+embedding projection, the position ids) is read off properties
+(`pooler`, `has_embedding_projection`, `position_padding_idx`).
+
+Files read:
+
+- official google-research/bert `bert_config.json` (its 11 keys);
+- official google-research/albert `albert_config.json` (the 11 keys plus
+  `embedding_size`, `num_hidden_groups`, `inner_group_num`; its "gelu" is
+  the tanh approximation, read as "gelu_new");
+- an ELECTRA config: google-research/electra ships none (its sizes come from
+  `configure_pretraining.py` / `util/training_utils.get_bert_config`), so a
+  `bert_config.json`-style file plus `embedding_size` is accepted (see also
+  `kzoo.checkpoints.electra_map.config_from_checkpoint`);
+- a Hugging Face `config.json` with `model_type` "bert", "albert",
+  "electra", "roberta", "xlm-roberta" or "distilbert" (DistilBERT's own key
+  names: `dim`, `n_layers`, `n_heads`, `hidden_dim`, `activation`, ...).
 
 Example:
 >>> config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
 ...                     num_attention_heads=4, intermediate_size=64)
 >>> config.head_size
 8
+>>> albert = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+...                     intermediate_size=64, hidden_act="gelu_new", family="albert", embedding_size=16,
+...                     num_hidden_groups=2)
+>>> [albert.layer_group(i) for i in range(4)], albert.pooler, albert.has_embedding_projection
+([0, 0, 1, 1], 'dense', True)
 """
 
 import dataclasses
@@ -23,6 +47,16 @@ from kzoo import io as kzoo_io
 EXACT_GELU = ("gelu",)
 APPROXIMATE_GELU = ("gelu_new", "gelu_approximate", "gelu_pytorch_tanh", "gelu_fast")
 ACTIVATIONS = EXACT_GELU + APPROXIMATE_GELU + ("relu", "silu", "swish", "tanh")
+
+# The encoder families kzoo builds (the names `kzoo.checkpoints.load_pretrained` reports).
+FAMILIES = ("bert", "albert", "electra", "roberta", "xlm_roberta", "distilbert")
+# Families whose pretrained weights exist as official TF1 checkpoints; the others come as HF folders only.
+OFFICIAL_FAMILIES = ("bert", "albert", "electra")
+# Hugging Face `model_type` -> family.
+HF_MODEL_TYPES = {"bert": "bert", "albert": "albert", "electra": "electra", "roberta": "roberta",
+                  "xlm-roberta": "xlm_roberta", "distilbert": "distilbert"}
+_HF_ARCHITECTURES = {"bert": "BertModel", "albert": "AlbertModel", "electra": "ElectraModel",
+                     "roberta": "RobertaModel", "xlm_roberta": "XLMRobertaModel", "distilbert": "DistilBertModel"}
 
 # The keys of an official bert_config.json, all required there.
 OFFICIAL_KEYS = (
@@ -38,6 +72,22 @@ OFFICIAL_KEYS = (
     "type_vocab_size",
     "initializer_range",
 )
+# The keys only ALBERT's official albert_config.json has (AlbertConfig's defaults when absent).
+ALBERT_KEYS = ("embedding_size", "num_hidden_groups", "inner_group_num")
+_ALBERT_DEFAULTS = {"embedding_size": 128, "num_hidden_groups": 1, "inner_group_num": 1}
+# DistilBERT's config.json names -> kzoo's (all required there).
+DISTILBERT_KEYS = {
+    "vocab_size": "vocab_size",
+    "dim": "hidden_size",
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "hidden_dim": "intermediate_size",
+    "activation": "hidden_act",
+    "dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+    "max_position_embeddings": "max_position_embeddings",
+    "initializer_range": "initializer_range",
+}
 _INT_KEYS = (
     "vocab_size",
     "hidden_size",
@@ -46,28 +96,46 @@ _INT_KEYS = (
     "intermediate_size",
     "max_position_embeddings",
     "type_vocab_size",
+    "num_hidden_groups",
+    "inner_group_num",
 )
 _PROB_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
 @dataclasses.dataclass
 class BertConfig:
-    """Hyper-parameters of a BERT encoder, with the official key names.
+    """Hyper-parameters of a BERT-style encoder, with the official key names.
 
     Args:
-        vocab_size: number of WordPiece ids.
+        vocab_size: number of token ids.
         hidden_size: width of every layer's output.
-        num_hidden_layers: number of transformer blocks.
+        num_hidden_layers: number of transformer layers (for ALBERT: layers
+            applied, not distinct blocks).
         num_attention_heads: heads per attention layer; must divide hidden_size.
         intermediate_size: width of the feed-forward inner layer.
         hidden_act: feed-forward activation, one of `ACTIVATIONS`. "gelu" is the
             exact erf form; "gelu_new" (and its aliases) the tanh approximation.
         hidden_dropout_prob: dropout on embeddings and sub-layer outputs.
         attention_probs_dropout_prob: dropout on attention probabilities.
-        max_position_embeddings: longest sequence the position table covers.
-        type_vocab_size: number of segment (token type) ids.
+        max_position_embeddings: rows of the position table (RoBERTa's count
+            the `pad_token_id + 1` rows before the first position: 514 for
+            512 tokens).
+        type_vocab_size: number of segment (token type) ids; 0 (DistilBERT
+            only) means no token-type table: `input_type_ids` are ignored.
         initializer_range: stddev of the truncated-normal initialiser.
         layer_norm_eps: layer-norm epsilon (not in official files: 1e-12 there).
+        family: one of `FAMILIES`; decides the pooler, the embedding
+            projection and the position ids (see the properties).
+        embedding_size: width of the embedding tables (ALBERT, ELECTRA);
+            None means hidden_size. ALBERT always projects the embeddings to
+            hidden_size (`embedding_hidden_mapping_in`), ELECTRA when the
+            widths differ (`embeddings_project`).
+        num_hidden_groups: ALBERT: number of distinct (shared) block groups;
+            layer i uses group `int(i / (num_hidden_layers / num_hidden_groups))`.
+        inner_group_num: ALBERT: blocks per group, applied in turn at every
+            layer that uses the group.
+        pad_token_id: the padding id; RoBERTa and XLM-R compute position ids
+            from it (`position_padding_idx`).
     """
 
     vocab_size: int
@@ -82,6 +150,11 @@ class BertConfig:
     type_vocab_size: int = 2
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
+    family: str = "bert"
+    embedding_size: int = None
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
+    pad_token_id: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -90,17 +163,65 @@ class BertConfig:
     def head_size(self):
         return self.hidden_size // self.num_attention_heads
 
+    # ------------------------------------------------------ family properties
+    @property
+    def embedding_width(self):
+        """Width of the embedding tables (and of the embeddings' LayerNorm)."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def has_embedding_projection(self):
+        """Whether a dense layer maps the embeddings to hidden_size: always
+        for ALBERT (HF's AlbertModel always has `embedding_hidden_mapping_in`;
+        the official code whenever the widths differ, which every released
+        ALBERT does), for ELECTRA when the widths differ."""
+        if self.family == "albert":
+            return True
+        return self.family == "electra" and self.embedding_width != self.hidden_size
+
+    @property
+    def pooler(self):
+        """What `pooled_output` is: "dense" (tanh dense over the first token:
+        BERT, ALBERT, RoBERTa, XLM-R), "first_token" (ELECTRA: the first
+        token's hidden state itself, its `get_pooled_output`) or
+        "pre_classifier" (DistilBERT: ReLU dense over the first token, the
+        `pre_classifier` of its sequence classifier)."""
+        return {"electra": "first_token", "distilbert": "pre_classifier"}.get(self.family, "dense")
+
+    @property
+    def position_padding_idx(self):
+        """RoBERTa / XLM-R: the padding id position ids are counted from
+        (fairseq's `make_positions`); None for sequential positions."""
+        return self.pad_token_id if self.family in ("roberta", "xlm_roberta") else None
+
+    @property
+    def max_sequence_length(self):
+        """The longest input the position table covers."""
+        if self.position_padding_idx is None:
+            return self.max_position_embeddings
+        return self.max_position_embeddings - self.position_padding_idx - 1
+
+    def layer_group(self, layer_index):
+        """The shared block group layer `layer_index` uses (ALBERT's rule;
+        the layer itself for other families)."""
+        if self.family != "albert":
+            return layer_index
+        return int(layer_index / (self.num_hidden_layers / self.num_hidden_groups))
+
+    # ------------------------------------------------------------- validation
     def validate(self, source="BertConfig"):
         """Raises ValueError naming `source` and the offending key."""
 
         def fail(key, why):
             raise ValueError(f"{source}: invalid `{key}`: {why}")
 
+        if self.family not in FAMILIES:
+            fail("family", f"expected one of {list(FAMILIES)}, got {self.family!r}")
         for key in _INT_KEYS:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int):
                 fail(key, f"expected a positive integer, got {value!r}")
-            if value <= 0:
+            if value <= 0 and not (key == "type_vocab_size" and self.family == "distilbert"):
                 fail(key, f"must be positive, got {value}")
         for key in _PROB_KEYS:
             value = getattr(self, key)
@@ -118,63 +239,182 @@ class BertConfig:
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                 f"{self.num_attention_heads}",
             )
+        if self.embedding_size is not None:
+            if isinstance(self.embedding_size, bool) or not isinstance(self.embedding_size, int) or (
+                    self.embedding_size <= 0):
+                fail("embedding_size", f"expected a positive integer or None, got {self.embedding_size!r}")
+            if self.family not in ("albert", "electra") and self.embedding_size != self.hidden_size:
+                fail("embedding_size", f"only ALBERT and ELECTRA have factorised embeddings; {self.family} needs "
+                                       f"None or hidden_size {self.hidden_size}, got {self.embedding_size}")
+        if self.family != "albert":
+            for key in ("num_hidden_groups", "inner_group_num"):
+                if getattr(self, key) != 1:
+                    fail(key, f"only ALBERT shares blocks; {self.family} needs 1, got {getattr(self, key)}")
+        elif self.num_hidden_groups > self.num_hidden_layers:
+            fail("num_hidden_groups", f"{self.num_hidden_groups} groups for {self.num_hidden_layers} layers: some "
+                                      "would never be used")
+        if self.family == "distilbert" and self.type_vocab_size != 0:
+            fail("type_vocab_size", f"DistilBERT has no token types: expected 0, got {self.type_vocab_size}")
+        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
+            fail("pad_token_id", f"expected a non-negative integer, got {self.pad_token_id!r}")
+        if self.position_padding_idx is not None and self.max_sequence_length < 1:
+            fail("max_position_embeddings", f"{self.max_position_embeddings} rows leave no position after the "
+                                            f"pad_token_id + 1 = {self.pad_token_id + 1} offset")
 
     # ------------------------------------------------------------------ dicts
     @classmethod
-    def from_dict(cls, data, source="<dict>"):
+    def from_dict(cls, data, source="<dict>", family=None):
         """Builds a config from an official or a Hugging Face config dict.
 
         A dict with `model_type` (or `architectures`) is read as Hugging Face:
-        its extra keys are ignored, `layer_norm_eps` is kept, and a
-        `position_embedding_type` other than "absolute" is refused. Otherwise
-        all 11 official keys are required.
+        its `model_type` gives the family (see `HF_MODEL_TYPES`), its extra
+        keys are ignored, `layer_norm_eps` is kept, and a
+        `position_embedding_type` other than "absolute" is refused. It must
+        hold the 11 official keys (DistilBERT: its own 10, `DISTILBERT_KEYS`).
+        Otherwise it is an official file, all 11 official keys required: an
+        `albert_config.json` when it has `num_hidden_groups` or
+        `inner_group_num`, an ELECTRA config when it has `embedding_size`, a
+        `bert_config.json` else.
+
+        Args:
+            data: the parsed JSON object.
+            source: the file name errors name.
+            family: the family the caller knows the file describes (e.g.
+                "electra" for a plain `bert_config.json` beside an ELECTRA
+                checkpoint); a file that says otherwise is refused.
         """
         if not isinstance(data, dict):
             raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        if family is not None and family not in FAMILIES:
+            raise ValueError(f"family must be one of {list(FAMILIES)}, got {family!r}")
         is_hf = "model_type" in data or "architectures" in data
         if is_hf:
-            model_type = data.get("model_type", "bert")
-            if model_type != "bert":
-                raise ValueError(f"{source}: invalid `model_type`: expected 'bert', got {model_type!r}")
-            position_type = data.get("position_embedding_type", "absolute")
-            if position_type != "absolute":
-                raise ValueError(
-                    f"{source}: invalid `position_embedding_type`: only 'absolute' is supported, "
-                    f"got {position_type!r}"
-                )
-        missing = [key for key in OFFICIAL_KEYS if key not in data]
-        if missing:
-            raise ValueError(f"{source}: missing key(s) {missing}")
-        kwargs = {key: data[key] for key in OFFICIAL_KEYS}
-        if "layer_norm_eps" in data:
-            kwargs["layer_norm_eps"] = data["layer_norm_eps"]
-        kwargs.setdefault("layer_norm_eps", 1e-12)
+            kwargs = cls._hf_kwargs(data, source, family)
+        else:
+            kwargs = cls._official_kwargs(data, source, family)
         # Bypass __init__ so that validation errors name the file, not the class.
         config = object.__new__(cls)
+        config.__dict__.update({f.name: f.default for f in dataclasses.fields(cls) if f.name != "vocab_size"})
         config.__dict__.update(kwargs)
         config.validate(source)
         return config
 
-    def to_dict(self, format="official"):
-        """Returns the official 11-key dict, or a Hugging Face `config.json` dict."""
-        data = {key: getattr(self, key) for key in OFFICIAL_KEYS}
-        if format == "official":
-            return data
-        if format == "hf":
-            data.update(
-                model_type="bert",
-                architectures=["BertModel"],
-                layer_norm_eps=self.layer_norm_eps,
-                pad_token_id=0,
-                position_embedding_type="absolute",
+    @staticmethod
+    def _required(data, keys, source, what):
+        missing = [key for key in keys if key not in data]
+        if missing:
+            raise ValueError(f"{source}: missing key(s) {missing}{what}")
+
+    @classmethod
+    def _hf_kwargs(cls, data, source, family):
+        model_type = data.get("model_type", "bert")
+        if model_type not in HF_MODEL_TYPES:
+            raise ValueError(f"{source}: invalid `model_type`: expected one of {list(HF_MODEL_TYPES)}, "
+                             f"got {model_type!r}")
+        found = HF_MODEL_TYPES[model_type]
+        if family is not None and found != family:
+            raise ValueError(f"{source}: invalid `model_type`: expected a config of family {family!r}, "
+                             f"got {model_type!r}")
+        if found == "distilbert":
+            cls._required(data, DISTILBERT_KEYS, source, " (DistilBERT's config.json names)")
+            kwargs = {ours: data[theirs] for theirs, ours in DISTILBERT_KEYS.items()}
+            kwargs.update(family="distilbert", type_vocab_size=0, layer_norm_eps=1e-12,  # fixed in DistilBERT
+                          pad_token_id=data.get("pad_token_id", 0) or 0)
+            return kwargs
+        position_type = data.get("position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise ValueError(
+                f"{source}: invalid `position_embedding_type`: only 'absolute' is supported, got {position_type!r}"
             )
+        cls._required(data, OFFICIAL_KEYS, source, "")
+        kwargs = {key: data[key] for key in OFFICIAL_KEYS}
+        kwargs["family"] = found
+        kwargs["layer_norm_eps"] = data.get("layer_norm_eps", 1e-12)
+        if found in ("roberta", "xlm_roberta"):
+            kwargs["pad_token_id"] = data.get("pad_token_id", 1)
+        elif data.get("pad_token_id") is not None:
+            kwargs["pad_token_id"] = data["pad_token_id"]
+        if found == "albert":
+            kwargs.update({key: data.get(key, default) for key, default in _ALBERT_DEFAULTS.items()})
+        if found == "electra":
+            kwargs["embedding_size"] = data.get("embedding_size", 128)  # ElectraConfig's default
+        return kwargs
+
+    @classmethod
+    def _official_kwargs(cls, data, source, family):
+        found = "bert"
+        if any(key in data for key in ("num_hidden_groups", "inner_group_num")):
+            found = "albert"
+        elif "embedding_size" in data:
+            found = "electra"
+        if family is not None and family != found:
+            if family not in OFFICIAL_FAMILIES:
+                raise ValueError(f"{source}: {family} has no official config format: expected a Hugging Face "
+                                 "config.json (with model_type)")
+            if found != "bert":  # a plain bert_config.json may describe ELECTRA (or ALBERT)
+                raise ValueError(f"{source}: expected a config of family {family!r}, but its keys make it {found!r}")
+            found = family
+        cls._required(data, OFFICIAL_KEYS, source, "")
+        kwargs = {key: data[key] for key in OFFICIAL_KEYS}
+        kwargs["family"] = found
+        if "layer_norm_eps" in data:
+            kwargs["layer_norm_eps"] = data["layer_norm_eps"]
+        if found == "albert":
+            kwargs.update({key: data.get(key, default) for key, default in _ALBERT_DEFAULTS.items()})
+            if kwargs["hidden_act"] == "gelu":  # google-research/albert's gelu is the tanh approximation
+                kwargs["hidden_act"] = "gelu_new"
+        if found == "electra":
+            kwargs["embedding_size"] = data.get("embedding_size")  # None: hidden_size, as ELECTRA's code
+        return kwargs
+
+    def to_dict(self, format="official"):
+        """Returns the official dict (bert_config.json's 11 keys; ALBERT and
+        ELECTRA add theirs), or a Hugging Face `config.json` dict.
+
+        RoBERTa, XLM-R and DistilBERT have no official format (only "hf").
+        """
+        if format not in ("official", "hf"):
+            raise ValueError(f"format must be 'official' or 'hf', got {format!r}")
+        family = self.family
+        if format == "official":
+            if family not in OFFICIAL_FAMILIES:
+                raise ValueError(f"{family} has no official config format; write it with format='hf'")
+            data = {key: getattr(self, key) for key in OFFICIAL_KEYS}
+            if family == "albert":
+                if self.hidden_act == "gelu":
+                    raise ValueError("ALBERT's official config has only the tanh GELU (written 'gelu'): hidden_act "
+                                     "'gelu' (exact) cannot be written; use format='hf'")
+                if self.hidden_act in APPROXIMATE_GELU:
+                    data["hidden_act"] = "gelu"
+                data.update({key: getattr(self, key) for key in ALBERT_KEYS}, embedding_size=self.embedding_width)
+            elif family == "electra" and self.embedding_size is not None:
+                data["embedding_size"] = self.embedding_size
             return data
-        raise ValueError(f"format must be 'official' or 'hf', got {format!r}")
+        if family == "distilbert":
+            data = {theirs: getattr(self, ours) for theirs, ours in DISTILBERT_KEYS.items()}
+            data.update(model_type="distilbert", architectures=["DistilBertModel"], pad_token_id=self.pad_token_id,
+                        sinusoidal_pos_embds=False)
+            return data
+        data = {key: getattr(self, key) for key in OFFICIAL_KEYS}
+        model_type = {v: k for k, v in HF_MODEL_TYPES.items()}[family]
+        data.update(
+            model_type=model_type,
+            architectures=[_HF_ARCHITECTURES[family]],
+            layer_norm_eps=self.layer_norm_eps,
+            pad_token_id=self.pad_token_id,
+            position_embedding_type="absolute",
+        )
+        if family == "albert":
+            data.update({key: getattr(self, key) for key in ALBERT_KEYS}, embedding_size=self.embedding_width)
+        if family == "electra":
+            data["embedding_size"] = self.embedding_width
+        return data
 
     # ------------------------------------------------------------------ files
     @classmethod
-    def from_json_file(cls, path):
-        """Reads an official `bert_config.json` or a HF `config.json`."""
+    def from_json_file(cls, path, family=None):
+        """Reads an official `bert_config.json` / `albert_config.json` /
+        ELECTRA config or a HF `config.json` (see `from_dict`)."""
         path = os.fspath(path)
         try:
             text = kzoo_io.read_text(path)
@@ -186,7 +426,7 @@ class BertConfig:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from e
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(data, source=path, family=family)
 
     def to_json_file(self, path, format="official"):
         """Writes the config atomically (`kzoo.io.write_text`: a temporary file, then a rename onto `path`), on

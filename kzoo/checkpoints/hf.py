@@ -1,54 +1,19 @@
-"""Load Hugging Face BERT folders (config.json + weights) into kzoo models.
+"""Load Hugging Face folders (config.json + weights) of every family into kzoo models.
 
 Hugging Face names (`encoder.layer.3.attention.self.query.weight`, with or
-without a `bert.` prefix) are translated to the official ones, and torch
-`Linear` weights ([out, in]) transposed to TensorFlow's [in, out]; the official
-assignment map does the rest.
+without a `bert.` / `albert.` / ... prefix) are translated to the canonical
+ones of the encoder's family (`kzoo.checkpoints.mapping.family_map(...).
+hf_name`: the official names for BERT, ALBERT and ELECTRA), and torch
+`Linear` weights ([out, in]) transposed to TensorFlow's [in, out]; the
+family's assignment map does the rest.
 """
 
 import os
-import re
 
+from kzoo.checkpoints import mapping
 from kzoo.checkpoints.assign import assign
-
-_LAYER = re.compile(r"\.layer\.(\d+)\.")
-_SECTIONS = ("embeddings.", "encoder.", "pooler.")
-# BertForPreTraining / BertForMaskedLM heads. `cls.predictions.decoder.weight` is
-# the tied word table (reported unused); `cls.predictions.decoder.bias` is the
-# same tensor as `cls.predictions.bias` (whichever comes second is unused). Torch's seq_relationship
-# weight is [2, hidden], as the official checkpoint stores it (no transpose).
-_HEADS = {
-    "cls.predictions.transform.dense.weight": ("cls/predictions/transform/dense/kernel", True),
-    "cls.predictions.transform.dense.bias": ("cls/predictions/transform/dense/bias", False),
-    "cls.predictions.transform.LayerNorm.weight": ("cls/predictions/transform/LayerNorm/gamma", False),
-    "cls.predictions.transform.LayerNorm.bias": ("cls/predictions/transform/LayerNorm/beta", False),
-    "cls.predictions.bias": ("cls/predictions/output_bias", False),
-    "cls.predictions.decoder.bias": ("cls/predictions/output_bias", False),
-    "cls.seq_relationship.weight": ("cls/seq_relationship/output_weights", False),
-    "cls.seq_relationship.bias": ("cls/seq_relationship/output_bias", False),
-}
-
-
-def official_name(hf_name):
-    """(official name, transpose?) for a HF BERT weight name, or None."""
-    if hf_name in _HEADS:
-        return _HEADS[hf_name]
-    name = hf_name[len("bert."):] if hf_name.startswith("bert.") else hf_name
-    if not name.startswith(_SECTIONS):
-        return None
-    module, _, leaf = name.rpartition(".")
-    module = _LAYER.sub(r".layer_\1.", module + ".").rstrip(".")
-    path = "bert/" + module.replace(".", "/")
-    if module.endswith("LayerNorm"):
-        leaf = {"weight": "gamma", "bias": "beta"}.get(leaf, leaf)
-        return (f"{path}/{leaf}", False) if leaf in ("gamma", "beta") else None
-    if module.endswith("_embeddings"):
-        return (path, False) if leaf == "weight" else None
-    if leaf == "weight":
-        return f"{path}/kernel", True
-    if leaf == "bias":
-        return f"{path}/bias", False
-    return None
+from kzoo.checkpoints.bert_map import official_name  # noqa: F401  (BERT's translation, kept here for callers)
+from kzoo.models.walk import find_encoder
 
 
 def weights_file(folder):
@@ -73,11 +38,16 @@ def _read_all(path):
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 
-def load_hf_bert(model, folder, strict=False, encoder=None):
-    """Loads a Hugging Face BERT folder into the BERT encoder inside `model`.
+def load_hf(model, folder, strict=False, encoder=None):
+    """Loads a Hugging Face folder into the kzoo encoder inside `model`.
+
+    The encoder's family (`kzoo.models.encoder_family`) picks the name
+    translation and the map. Heads in the folder that `model` has (e.g.
+    DistilBertForSequenceClassification's `classifier` into a
+    `kzoo.models.bert_classifier`) are loaded too; the others are unused.
 
     Args:
-        model: any keras.Model containing one kzoo BERT encoder.
+        model: any keras.Model containing one kzoo encoder.
         folder: a folder with config.json and model.safetensors (or
             pytorch_model.bin when torch is installed).
         strict: raise when an encoder variable is left unloaded.
@@ -96,9 +66,10 @@ def load_hf_bert(model, folder, strict=False, encoder=None):
         raise
     except Exception as e:  # safetensors / torch raise their own types on corrupt files
         raise ValueError(f"{path}: cannot read weights: {e}") from e
+    family = mapping.family_map(encoder if encoder is not None else find_encoder(model))
     stored, unmapped = {}, []
     for hf_name in sorted(arrays):
-        mapped = official_name(hf_name)
+        mapped = family.hf_name(hf_name)
         if mapped is None:
             unmapped.append(hf_name)
             continue
@@ -111,3 +82,6 @@ def load_hf_bert(model, folder, strict=False, encoder=None):
     report = assign(model, stored, unmapped, path, strict=strict, encoder=encoder)
     report.log()
     return report
+
+
+load_hf_bert = load_hf  # its first name; it loads every family

@@ -1,11 +1,11 @@
-"""Load google-research/bert TF1 checkpoints into kzoo models.
+"""Load official TF1 checkpoints (google-research/bert, /albert, /electra) into kzoo models.
 
 Keras 3's `load_weights` refuses TF1 name-based checkpoints, so the values are
 read with `tf.train.load_checkpoint` and assigned through kzoo's explicit
-assignment map (`kzoo.checkpoints.mapping`). Unlike the official
-`get_assignment_map_from_checkpoint`, nothing is skipped silently: the report
-lists every checkpoint name that was not used and every model variable that
-got no value.
+assignment map of the encoder's family (`kzoo.checkpoints.mapping`). Unlike
+the official `get_assignment_map_from_checkpoint`, nothing is skipped
+silently: the report lists every checkpoint name that was not used and every
+model variable that got no value.
 """
 
 import os
@@ -37,12 +37,18 @@ def resolve_prefix(path):
     return path
 
 
-def load_official_bert(model, ckpt_prefix, strict=False, encoder=None):
-    """Loads an official BERT checkpoint into the BERT encoder inside `model`.
+def load_official(model, ckpt_prefix, strict=False, encoder=None):
+    """Loads an official checkpoint into the kzoo encoder inside `model`.
+
+    The encoder's family (`kzoo.models.encoder_family`) picks the map:
+    google-research/bert's names for BERT, /albert's for ALBERT, /electra's
+    for ELECTRA (an ELECTRA checkpoint's generator and heads are unused
+    unless `model` is a `kzoo.models.ElectraPretrainer`). RoBERTa, XLM-R and
+    DistilBERT have no official TF1 checkpoints: load their HF folders.
 
     Args:
-        model: any keras.Model containing one kzoo BERT encoder (an encoder,
-            a classifier, ...).
+        model: any keras.Model containing one kzoo encoder (an encoder,
+            a classifier, a pretrainer, ...).
         ckpt_prefix: checkpoint prefix (`.../bert_model.ckpt`) or its folder.
         strict: raise when an encoder variable is left unloaded.
         encoder: the encoder sub-model, when `model` holds several.
@@ -56,12 +62,16 @@ def load_official_bert(model, ckpt_prefix, strict=False, encoder=None):
     ['classifier/logits/kernel', 'classifier/logits/bias']
     """
     prefix = resolve_prefix(ckpt_prefix)
+    family = mapping.family_map(encoder if encoder is not None else find_encoder(model))
+    if not family.official:
+        raise ValueError(f"{prefix}: {family.family} has no official TF1 checkpoint format: load its Hugging Face "
+                         "folder (kzoo.checkpoints.hf.load_hf, or load_pretrained)")
     try:
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as e:
         raise ValueError(f"{prefix}: cannot read TF checkpoint: {e}") from e
     names = sorted(reader.get_variable_to_shape_map())
-    scope = _scope(names, prefix)
+    scope = _scope(names, family.word_embeddings)
     stored, unmapped = {}, []
     for name in names:
         if name.startswith(scope):
@@ -74,25 +84,32 @@ def load_official_bert(model, ckpt_prefix, strict=False, encoder=None):
     return report
 
 
-def _scope(names, prefix):
-    """The name prefix before `bert/` (empty, or e.g. `module/` for TF Hub exports)."""
+load_official_bert = load_official  # its first name; it loads every official family
+
+
+def _scope(names, word_embeddings=WORD_EMBEDDINGS):
+    """The name prefix before `bert/` (`electra/`): empty, or e.g. `module/` for TF Hub exports."""
     for name in names:
-        if name.endswith(WORD_EMBEDDINGS):
-            return name[: -len(WORD_EMBEDDINGS)]
+        if name.endswith(word_embeddings):
+            return name[: -len(word_embeddings)]
     return ""
 
 
 def official_arrays(model, encoder=None):
     """{official name: numpy array in the official layout} for the encoder and
-    the pretraining heads (when present) in `model`."""
+    the pretraining heads (when present) in `model` (BERT, ALBERT or ELECTRA)."""
     encoder = encoder if encoder is not None else find_encoder(model)
-    entries = mapping.encoder_entries(encoder) + mapping.head_entries(model)
+    family = mapping.family_map(encoder)
+    if not family.official:
+        raise ValueError(f"{family.family} has no official TF1 checkpoint format")
+    entries = family.encoder_entries(encoder) + family.head_entries(model, encoder)
     return {e.name: e.to_official(np.asarray(e.variable.numpy(), dtype=np.float32)) for e in entries}
 
 
 def save_official_bert(model, ckpt_prefix, encoder=None):
     """Writes the encoder (and pretraining heads) of `model` as an official
-    google-research/bert checkpoint (TF1 names, official layouts).
+    google-research/bert checkpoint (TF1 names, official layouts); an ALBERT
+    or ELECTRA encoder under google-research/albert's or /electra's names.
 
     The result loads with `load_official_bert` / `load_pretrained` (with a
     `bert_config.json` beside it) and with google-research/bert's own

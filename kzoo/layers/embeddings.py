@@ -1,4 +1,10 @@
-"""BERT input embeddings: word + segment + position, then LayerNorm and dropout."""
+"""BERT input embeddings: word + segment + position, then LayerNorm and dropout.
+
+The same layer serves every family kzoo builds: DistilBERT has no segment
+table (`type_vocab_size=0`), RoBERTa and XLM-R count positions from the
+padding id (`padding_idx`), ALBERT and ELECTRA keep narrow tables
+(`hidden_size` is the embedding width; the encoder projects it).
+"""
 
 import keras
 import keras_hub
@@ -18,10 +24,19 @@ class BertEmbeddings(keras.layers.Layer):
 
     Args:
         vocab_size: number of word ids.
-        hidden_size: embedding width.
+        hidden_size: embedding width (the width of every table; ALBERT's and
+            ELECTRA's `embedding_size`).
         max_position_embeddings: rows of the learned position table.
-        type_vocab_size: number of segment ids.
+        type_vocab_size: number of segment ids; 0 for no segment table
+            (DistilBERT): the type ids are then ignored.
         position_embedding: "learned" or "sinusoidal".
+        padding_idx: None for BERT's positions 0, 1, ..., seq-1. An id (1 for
+            RoBERTa and XLM-R) makes the positions RoBERTa's, computed from
+            the word ids as fairseq's `make_positions` and HF's
+            `create_position_ids_from_input_ids` do: the k-th token that is
+            not `padding_idx` (counting from 1) gets position
+            `padding_idx + k`, every `padding_idx` token gets position
+            `padding_idx`. Learned positions only.
         initializer_range: stddev of the truncated-normal initialiser.
         layer_norm_eps: LayerNorm epsilon.
         dropout: dropout rate applied after the LayerNorm.
@@ -37,7 +52,7 @@ class BertEmbeddings(keras.layers.Layer):
 
     Example:
     >>> layer = BertEmbeddings(vocab_size=10, hidden_size=8)
-    >>> layer(keras.ops.ones((2, 3), "int32"), keras.ops.zeros((2, 3), "int32")).shape
+    >>> tuple(layer(keras.ops.ones((2, 3), "int32"), keras.ops.zeros((2, 3), "int32")).shape)
     (2, 3, 8)
     """
 
@@ -51,12 +66,18 @@ class BertEmbeddings(keras.layers.Layer):
         initializer_range=0.02,
         layer_norm_eps=1e-12,
         dropout=0.1,
+        padding_idx=None,
         frozen_parts=(),
         **kwargs,
     ):
         super().__init__(**kwargs)
         if position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(f"position_embedding must be one of {POSITION_EMBEDDINGS}, got {position_embedding!r}")
+        if padding_idx is not None and position_embedding != "learned":
+            raise ValueError("padding_idx (RoBERTa's positions) needs position_embedding='learned'")
+        if isinstance(type_vocab_size, bool) or not isinstance(type_vocab_size, int) or type_vocab_size < 0:
+            raise ValueError(f"type_vocab_size must be a non-negative integer (0: no segment table), "
+                             f"got {type_vocab_size!r}")
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.max_position_embeddings = max_position_embeddings
@@ -65,16 +86,19 @@ class BertEmbeddings(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.dropout_rate = dropout
+        self.padding_idx = padding_idx
         self._frozen_parts = [str(p) for p in (frozen_parts or ())]
 
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         self.word_embeddings = keras.layers.Embedding(
             vocab_size, hidden_size, embeddings_initializer=init, dtype=self.dtype_policy, name="word_embeddings"
         )
-        self.token_type_embeddings = keras.layers.Embedding(
-            type_vocab_size, hidden_size, embeddings_initializer=init, dtype=self.dtype_policy,
-            name="token_type_embeddings",
-        )
+        self.token_type_embeddings = None
+        if type_vocab_size:
+            self.token_type_embeddings = keras.layers.Embedding(
+                type_vocab_size, hidden_size, embeddings_initializer=init, dtype=self.dtype_policy,
+                name="token_type_embeddings",
+            )
         if position_embedding == "learned":
             self.position_embeddings = keras_hub.layers.PositionEmbedding(
                 sequence_length=max_position_embeddings, initializer=init, dtype=self.dtype_policy,
@@ -91,17 +115,29 @@ class BertEmbeddings(keras.layers.Layer):
 
     def build(self, word_ids_shape, type_ids_shape=None):
         self.word_embeddings.build(word_ids_shape)
-        self.token_type_embeddings.build(word_ids_shape)
+        if self.token_type_embeddings is not None:
+            self.token_type_embeddings.build(word_ids_shape)
         embedded_shape = tuple(word_ids_shape) + (self.hidden_size,)
         self.position_embeddings.build(embedded_shape)
         self.layer_norm.build(embedded_shape)
         self.built = True
         freeze_after_build(self, self._frozen_parts)
 
-    def call(self, word_ids, type_ids, training=None):
-        x = self.word_embeddings(word_ids) + self.token_type_embeddings(type_ids)
-        x = x + self.position_embeddings(x)
+    def call(self, word_ids, type_ids=None, training=None):
+        x = self.word_embeddings(word_ids)
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings(type_ids)
+        if self.padding_idx is None:
+            x = x + self.position_embeddings(x)
+        else:
+            x = x + keras.ops.take(keras.ops.cast(self.position_embeddings.position_embeddings, x.dtype),
+                                   self.position_ids(word_ids), axis=0)
         return self.dropout(self.layer_norm(x), training=training)
+
+    def position_ids(self, word_ids):
+        """RoBERTa's position ids of `word_ids` (see `padding_idx`), int32."""
+        real = keras.ops.cast(keras.ops.not_equal(word_ids, self.padding_idx), "int32")
+        return keras.ops.cumsum(real, axis=1) * real + self.padding_idx
 
     def compute_output_shape(self, word_ids_shape, type_ids_shape=None):
         return tuple(word_ids_shape) + (self.hidden_size,)
@@ -117,6 +153,7 @@ class BertEmbeddings(keras.layers.Layer):
             initializer_range=self.initializer_range,
             layer_norm_eps=self.layer_norm_eps,
             dropout=self.dropout_rate,
+            padding_idx=self.padding_idx,
             frozen_parts=frozen_parts(self) if self.built else list(self._frozen_parts),
         )
         return config

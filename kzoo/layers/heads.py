@@ -14,41 +14,61 @@ IGNORE_LABEL = -100
 class BertPooler(keras.layers.Layer):
     """BERT's pooler: a tanh dense layer over the first ([CLS]) token.
 
+    The encoder's `pooled_output` for every family: BERT, ALBERT, RoBERTa and
+    XLM-R use it as it is; DistilBERT with `activation="relu"` (its sequence
+    classifier's `pre_classifier` dense and ReLU); ELECTRA with `dense=False`
+    (no weights: the first token's hidden state itself, as ELECTRA's
+    `get_pooled_output` and fine-tuning heads take it).
+
     Args:
         hidden_size: output width.
         initializer_range: stddev of the truncated-normal kernel initialiser.
+        activation: the dense layer's activation ("tanh" for BERT).
+        dense: False for no dense layer (the first token itself).
 
     Example:
-    >>> BertPooler(hidden_size=8)(keras.ops.ones((2, 5, 8))).shape
+    >>> tuple(BertPooler(hidden_size=8)(keras.ops.ones((2, 5, 8))).shape)
     (2, 8)
+    >>> BertPooler(hidden_size=8, dense=False).weights
+    []
     """
 
-    def __init__(self, hidden_size, initializer_range=0.02, **kwargs):
+    def __init__(self, hidden_size, initializer_range=0.02, activation="tanh", dense=True, **kwargs):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
         self.initializer_range = initializer_range
-        self.dense = keras.layers.Dense(
-            hidden_size,
-            activation="tanh",
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
-            dtype=self.dtype_policy,
-            name="dense",
-        )
+        self.activation = activation
+        self.use_dense = bool(dense)
+        self.dense = None
+        if self.use_dense:
+            self.dense = keras.layers.Dense(
+                hidden_size,
+                activation=activation,
+                kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
+                dtype=self.dtype_policy,
+                name="dense",
+            )
 
     def build(self, input_shape):
-        self.dense.build((input_shape[0], input_shape[-1]))
+        if self.dense is not None:
+            self.dense.build((input_shape[0], input_shape[-1]))
+        elif input_shape[-1] is not None and input_shape[-1] != self.hidden_size:
+            raise ValueError(f"{self.name}: without a dense layer the pooled width is the input's, "
+                             f"{input_shape[-1]}, not hidden_size {self.hidden_size}")
         self.built = True
         freeze_after_build(self)  # a frozen head reloads frozen
 
     def call(self, sequence_output):
-        return self.dense(sequence_output[:, 0, :])
+        first = sequence_output[:, 0, :]
+        return first if self.dense is None else self.dense(first)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden_size)
 
     def get_config(self):
         config = super().get_config()
-        config.update(hidden_size=self.hidden_size, initializer_range=self.initializer_range)
+        config.update(hidden_size=self.hidden_size, initializer_range=self.initializer_range,
+                      activation=self.activation, dense=self.use_dense)
         return config
 
 
@@ -62,7 +82,7 @@ class ClassificationHead(keras.layers.Layer):
         initializer_range: stddev of the truncated-normal kernel initialiser.
 
     Example:
-    >>> ClassificationHead(num_classes=3)(keras.ops.ones((2, 8))).shape
+    >>> tuple(ClassificationHead(num_classes=3)(keras.ops.ones((2, 8))).shape)
     (2, 3)
     """
 
@@ -160,7 +180,7 @@ class NextSentenceHead(keras.layers.Layer):
         initializer_range: stddev of the truncated-normal kernel initialiser.
 
     Example:
-    >>> NextSentenceHead()(keras.ops.ones((2, 8))).shape
+    >>> tuple(NextSentenceHead()(keras.ops.ones((2, 8))).shape)
     (2, 2)
     """
 

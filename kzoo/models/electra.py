@@ -35,6 +35,7 @@ METRIC_NAMES = ("generator_loss", "discriminator_loss", "generator_accuracy", "d
                 "replaced_fraction")
 _SEED_STATE_KEY = "sampling_seed_state"
 POSITIONS = "masked_lm_positions"
+GENERATOR_PROJECTION = "generator_embedding_projection"
 
 
 def _positive_int(value, what):
@@ -90,7 +91,8 @@ class ElectraPretrainer(keras.Model):
     """
 
     def __init__(self, discriminator, generator_num_layers=None, generator_intermediate_size=None,
-                 generator_num_heads=None, discriminator_weight=50.0, seed=None, name="electra_pretrainer", **kwargs):
+                 generator_num_heads=None, discriminator_weight=50.0, seed=None, name="electra_pretrainer",
+                 generator_hidden_size=None, **kwargs):
         super().__init__(name=name, **kwargs)
         encoder = find_encoder(discriminator)
         (embeddings,) = [layer for layer in encoder.layers if isinstance(layer, BertEmbeddings)]
@@ -98,19 +100,24 @@ class ElectraPretrainer(keras.Model):
         if not blocks:
             raise ValueError(f"encoder {encoder.name!r} has no TransformerEncoderBlock")
         first = blocks[0]
-        hidden_size = embeddings.hidden_size
+        hidden_size = first.output_dense.units  # the discriminator's width (after any embedding projection)
+        if generator_hidden_size is None:
+            generator_hidden_size = embeddings.hidden_size  # the shared embedding width: no projection
+        _positive_int(generator_hidden_size, "generator_hidden_size")
         if generator_num_layers is None:
             generator_num_layers = max(1, math.ceil(len(blocks) / 3))
         if generator_intermediate_size is None:
             generator_intermediate_size = max(1, first.intermediate_size // 4)
         if generator_num_heads is None:
             generator_num_heads = first.num_heads
+            if generator_hidden_size % generator_num_heads:
+                generator_num_heads = max(1, generator_hidden_size // 64)  # ELECTRA's rule
         _positive_int(generator_num_layers, "generator_num_layers")
         _positive_int(generator_intermediate_size, "generator_intermediate_size")
         _positive_int(generator_num_heads, "generator_num_heads")
-        if hidden_size % generator_num_heads:
-            raise ValueError(f"generator_num_heads {generator_num_heads} does not divide the shared hidden size "
-                             f"{hidden_size}")
+        if generator_hidden_size % generator_num_heads:
+            raise ValueError(f"generator_num_heads {generator_num_heads} does not divide the generator's hidden "
+                             f"size {generator_hidden_size}")
         if not isinstance(discriminator_weight, (int, float)) or discriminator_weight < 0:
             raise ValueError(f"discriminator_weight must be a non-negative number, got {discriminator_weight!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -119,6 +126,7 @@ class ElectraPretrainer(keras.Model):
         self.generator_num_layers = generator_num_layers
         self.generator_intermediate_size = generator_intermediate_size
         self.generator_num_heads = generator_num_heads
+        self.generator_hidden_size = generator_hidden_size
         self.discriminator_weight = float(discriminator_weight)
         self.seed = seed
         self.discriminator = encoder
@@ -145,6 +153,11 @@ class ElectraPretrainer(keras.Model):
         inputs = encoder_inputs(seq_length)
         inputs[POSITIONS] = keras.Input((None,), dtype="int32", name="masked_lm_positions")
         x = embeddings(inputs["input_word_ids"], inputs["input_type_ids"])
+        if self.generator_hidden_size != embeddings.hidden_size:  # ELECTRA's generator/embeddings_project
+            x = keras.layers.Dense(self.generator_hidden_size, dtype=self.dtype_policy,
+                                   kernel_initializer=keras.initializers.TruncatedNormal(
+                                       stddev=first.initializer_range),
+                                   name=GENERATOR_PROJECTION)(x)
         for i in range(self.generator_num_layers):
             x = TransformerEncoderBlock(
                 num_heads=self.generator_num_heads,
@@ -173,6 +186,18 @@ class ElectraPretrainer(keras.Model):
         )
         logits = head(x, inputs[POSITIONS])
         return keras.Model(inputs, logits, name="generator")
+
+    @property
+    def generator_projection(self):
+        """The generator's dense layer from the shared embedding width to its
+        hidden size (ELECTRA's `generator/embeddings_project`), or None."""
+        layers = [layer for layer in self.generator.layers if layer.name == GENERATOR_PROJECTION]
+        return layers[0] if layers else None
+
+    @property
+    def generator_blocks(self):
+        """The generator's `TransformerEncoderBlock`s, bottom to top."""
+        return [self.generator.get_layer(f"generator_layer_{i}") for i in range(self.generator_num_layers)]
 
     @property
     def shared_embeddings(self):
@@ -288,6 +313,7 @@ class ElectraPretrainer(keras.Model):
             "generator_num_layers": self.generator_num_layers,
             "generator_intermediate_size": self.generator_intermediate_size,
             "generator_num_heads": self.generator_num_heads,
+            "generator_hidden_size": self.generator_hidden_size,
             "discriminator_weight": self.discriminator_weight,
             "seed": self.seed,
             "name": self.name,
@@ -303,7 +329,8 @@ class ElectraPretrainer(keras.Model):
 
 
 def electra_pretrainer(discriminator, generator_num_layers=None, generator_intermediate_size=None,
-                       generator_num_heads=None, discriminator_weight=50.0, seed=None, name="electra_pretrainer"):
+                       generator_num_heads=None, discriminator_weight=50.0, seed=None, name="electra_pretrainer",
+                       generator_hidden_size=None):
     """An ELECTRA replaced-token-detection pretraining model around an encoder.
 
     The generator is a smaller BERT masked LM built next to `discriminator`:
@@ -312,14 +339,22 @@ def electra_pretrainer(discriminator, generator_num_layers=None, generator_inter
     in `model.weights`, trained by both losses), has its own
     `TransformerEncoderBlock`s (activation, dropout, epsilon and pre/post-LN
     copied from the discriminator's first block) and a `MaskedLMHead` tied to
-    the shared word table. Sharing the embedding layer as is means the
-    generator keeps the discriminator's hidden size: it is made smaller by
-    depth and feed-forward width instead. (ELECTRA shrinks the generator's
-    hidden size and projects the shared `embedding_size` embeddings into it;
-    with embeddings as wide as the hidden states, as in BERT checkpoints,
-    keeping the width is the projection-free equivalent.) The discriminator
-    head is ELECTRA's: Dense(hidden, hidden_act) then Dense(1) on every
-    token of the encoder's `sequence_output`.
+    the shared word table. By default the generator works at the shared
+    embedding width (the discriminator's hidden size for BERT-style
+    encoders) and is made smaller by depth and feed-forward width.
+    `generator_hidden_size` gives it ELECTRA's own shape instead: a
+    `generator_embedding_projection` dense from the embedding width to that
+    size (ELECTRA's `generator/embeddings_project`), blocks of that width,
+    and a head whose transform maps it back to the embedding width before
+    the tied table. The discriminator head is ELECTRA's: Dense(hidden,
+    hidden_act) then Dense(1) on every token of the encoder's
+    `sequence_output`.
+
+    An official ELECTRA checkpoint holds the generator, the discriminator
+    and both heads; `kzoo.checkpoints.load_pretrained(folder,
+    with_heads=True)` builds this model with the checkpoint's generator sizes
+    and loads all of it (`kzoo.checkpoints.electra_map`), so pretraining
+    continues where ELECTRA's left off.
 
     The generator samples one replacement per masked slot from its softmax
     (temperature 1, `keras.random.categorical`, no gradient through the
@@ -354,13 +389,17 @@ def electra_pretrainer(discriminator, generator_num_layers=None, generator_inter
             quarter of the discriminator's (at least 1).
         generator_num_heads: generator attention heads; default the
             discriminator's (with the width shared, fewer heads would only
-            widen each head, not make the generator smaller). Must divide the
-            hidden size.
+            widen each head, not make the generator smaller), or ELECTRA's
+            `generator_hidden_size // 64` (at least 1) when those do not
+            divide the generator's width. Must divide it.
         discriminator_weight: lambda of the total loss
             `generator_loss + lambda * discriminator_loss` (ELECTRA: 50).
         seed: seed of the `keras.random.SeedGenerator` drawing the
             generator's samples (None: random).
         name: model name.
+        generator_hidden_size: the generator's width (ELECTRA: a quarter of
+            the discriminator's); default the shared embedding width (no
+            projection).
 
     Returns:
         An `ElectraPretrainer`; `.discriminator` is the encoder,
@@ -390,4 +429,5 @@ def electra_pretrainer(discriminator, generator_num_layers=None, generator_inter
         discriminator_weight=discriminator_weight,
         seed=seed,
         name=name,
+        generator_hidden_size=generator_hidden_size,
     )

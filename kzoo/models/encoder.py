@@ -1,9 +1,38 @@
-"""`bert_encoder`: a BERT-style encoder as a functional `keras.Model`."""
+"""`bert_encoder`: a BERT-style encoder of any family as a functional `keras.Model`.
+
+One builder for every family kzoo knows (`kzoo.configs.FAMILIES`); the
+config's `family` and structural fields say what differs from BERT:
+
+==============  ==============================================================
+family          what the builder does differently
+==============  ==============================================================
+bert            embeddings, `transformer_layer_{i}` blocks, tanh `pooler`
+albert          tables at `embedding_size`, `embedding_projection` dense to
+                hidden; `num_hidden_groups * inner_group_num` distinct blocks
+                `transformer_group_{g}_inner_{j}`, each *called* at every layer
+                that uses its group (layer i: group
+                `int(i / (num_hidden_layers / num_hidden_groups))`): one set of
+                variables per group, shared across depth; tanh `pooler`
+electra         tables at `embedding_size`, `embedding_projection` when it
+                differs from hidden; `pooler` without weights (the first
+                token's hidden state, ELECTRA's `get_pooled_output`)
+roberta,        position ids counted from `pad_token_id` (RoBERTa's), one
+xlm_roberta     segment id; tanh `pooler`
+distilbert      no segment table (`input_type_ids` accepted and ignored);
+                `pooler` = ReLU dense over the first token (the
+                `pre_classifier` of DistilBertForSequenceClassification)
+==============  ==============================================================
+
+The input and output contract is the same for all: so every task model,
+adapter, LoRA, freezing group, layer-wise rate, strategy and exporter works on
+any family unchanged.
+"""
 
 import keras
 
 from kzoo import configs
 from kzoo.layers import BertEmbeddings, BertPooler, TransformerEncoderBlock
+from kzoo.models.walk import EMBEDDING_PROJECTION
 
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 
@@ -20,7 +49,7 @@ def bert_encoder(
     seq_length=None,
     dropout=None,
     attention_dropout=None,
-    name="bert_encoder",
+    name=None,
     adapter_type=None,
     adapter_size=64,
     adapter_reduction_factor=None,
@@ -29,27 +58,31 @@ def bert_encoder(
     lora_alpha=None,
     lora_targets=("query", "value"),
 ):
-    """Builds a BERT encoder from a `BertConfig`.
+    """Builds an encoder of `config.family` from a `BertConfig`.
 
     Inputs are the TF Hub BERT dict of int32 [batch, seq] tensors
     (`input_word_ids`, `input_mask`, `input_type_ids`). Outputs are a dict:
     `sequence_output` [batch, seq, hidden], `pooled_output` [batch, hidden]
-    (tanh dense over the first token) and `encoder_outputs`, one
-    [batch, seq, hidden] tensor per block (the raw block outputs; with
+    (see `BertConfig.pooler`: a tanh dense over the first token for BERT,
+    ALBERT, RoBERTa and XLM-R; the first token itself for ELECTRA; ReLU
+    `pre_classifier` dense for DistilBERT) and `encoder_outputs`, one
+    [batch, seq, hidden] tensor per layer (the raw block outputs; for ALBERT
+    one per layer applied, the output of its group's last inner block; with
     `norm_first=True` `sequence_output` is the last of them after the final
-    LayerNorm).
+    LayerNorm). The module docstring lists what each family changes.
 
     Args:
-        config: a `kzoo.configs.BertConfig`.
+        config: a `kzoo.configs.BertConfig` of any family.
         norm_first: pre-LN blocks and a final LayerNorm when True; post-LN
             (original BERT) when False.
         position_embedding: "learned" (BERT's table) or "sinusoidal".
         seq_length: static sequence length of the inputs, or None (dynamic).
         dropout, attention_dropout: override the config's dropout rates.
-        name: model name.
+        name: model name (default "<family>_encoder", e.g. "bert_encoder").
         adapter_type: None, "houlsby" (adapters after the attention and the
             feed-forward sub-layers of every block) or "pfeiffer" (after the
             feed-forward sub-layer only); see `TransformerEncoderBlock`.
+            ALBERT's shared blocks share their adapters too.
         adapter_size: adapter bottleneck width.
         adapter_reduction_factor: when given, the bottleneck width is
             `hidden_size // adapter_reduction_factor` (overrides
@@ -71,14 +104,21 @@ def bert_encoder(
     >>> encoder = bert_encoder(config)
     >>> ids = keras.ops.ones((2, 4), "int32")
     >>> out = encoder({"input_word_ids": ids, "input_mask": ids, "input_type_ids": ids * 0})
-    >>> out["pooled_output"].shape
+    >>> tuple(out["pooled_output"].shape)
     (2, 16)
+    >>> albert = configs.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+    ...                             intermediate_size=32, family="albert", embedding_size=8)
+    >>> encoder = bert_encoder(albert)
+    >>> len(encoder(encoder.input)["encoder_outputs"]), len(encoder.get_layer("transformer_group_0_inner_0").weights)
+    (4, 16)
     """
     if not isinstance(config, configs.BertConfig):
         raise TypeError(f"config must be a kzoo.configs.BertConfig, got {type(config).__name__}")
-    if position_embedding == "learned" and seq_length and seq_length > config.max_position_embeddings:
+    if position_embedding == "learned" and seq_length and seq_length > config.max_sequence_length:
         raise ValueError(
             f"seq_length {seq_length} exceeds max_position_embeddings {config.max_position_embeddings}"
+            + ("" if config.position_padding_idx is None else
+               f" less the pad_token_id + 1 = {config.position_padding_idx + 1} rows RoBERTa's positions skip")
         )
     if adapter_reduction_factor is not None:
         if (not isinstance(adapter_reduction_factor, (int, float)) or isinstance(adapter_reduction_factor, bool)
@@ -90,23 +130,26 @@ def bert_encoder(
                              f"(hidden_size {config.hidden_size})")
     dropout = config.hidden_dropout_prob if dropout is None else dropout
     attention_dropout = config.attention_probs_dropout_prob if attention_dropout is None else attention_dropout
+    init = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
 
     inputs = encoder_inputs(seq_length)
     x = BertEmbeddings(
         vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
+        hidden_size=config.embedding_width,
         max_position_embeddings=config.max_position_embeddings,
         type_vocab_size=config.type_vocab_size,
         position_embedding=position_embedding,
         initializer_range=config.initializer_range,
         layer_norm_eps=config.layer_norm_eps,
         dropout=dropout,
+        padding_idx=config.position_padding_idx,
         name="embeddings",
     )(inputs["input_word_ids"], inputs["input_type_ids"])
+    if config.has_embedding_projection:
+        x = keras.layers.Dense(config.hidden_size, kernel_initializer=init, name=EMBEDDING_PROJECTION)(x)
 
-    encoder_outputs = []
-    for i in range(config.num_hidden_layers):
-        x = TransformerEncoderBlock(
+    def block(name):
+        return TransformerEncoderBlock(
             num_heads=config.num_attention_heads,
             intermediate_size=config.intermediate_size,
             activation=config.hidden_act,
@@ -121,11 +164,42 @@ def bert_encoder(
             lora_rank=lora_rank,
             lora_alpha=lora_alpha,
             lora_targets=lora_targets,
-            name=f"transformer_layer_{i}",
-        )(x, padding_mask=inputs["input_mask"])
+            name=name,
+        )
+
+    if config.family == "albert":  # shared: each block layer is called at every layer of its group
+        groups = [[block(f"transformer_group_{g}_inner_{j}") for j in range(config.inner_group_num)]
+                  for g in range(config.num_hidden_groups)]
+    else:
+        groups = [[block(f"transformer_layer_{i}")] for i in range(config.num_hidden_layers)]
+    encoder_outputs = []
+    for i in range(config.num_hidden_layers):
+        for layer in groups[config.layer_group(i)]:
+            x = layer(x, padding_mask=inputs["input_mask"])
         encoder_outputs.append(x)
     if norm_first:
         x = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="final_layer_norm")(x)
-    pooled = BertPooler(config.hidden_size, config.initializer_range, name="pooler")(x)
+    pooler = {"dense": dict(), "first_token": dict(dense=False), "pre_classifier": dict(activation="relu")}
+    pooled = BertPooler(config.hidden_size, config.initializer_range, name="pooler", **pooler[config.pooler])(x)
     outputs = {"sequence_output": x, "pooled_output": pooled, "encoder_outputs": encoder_outputs}
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name or f"{config.family}_encoder")
+
+
+def _family_encoder(family):
+    def build(config, **kwargs):
+        if not isinstance(config, configs.BertConfig) or config.family != family:
+            got = config.family if isinstance(config, configs.BertConfig) else type(config).__name__
+            raise ValueError(f"{family}_encoder needs a {family} BertConfig (family={family!r}), got {got!r}")
+        return bert_encoder(config, **kwargs)
+
+    build.__name__ = build.__qualname__ = f"{family}_encoder"
+    build.__doc__ = (f"`bert_encoder` for a `BertConfig` of family {family!r} (checked); same arguments and "
+                     "outputs.")
+    return build
+
+
+albert_encoder = _family_encoder("albert")
+electra_encoder = _family_encoder("electra")
+roberta_encoder = _family_encoder("roberta")
+xlm_roberta_encoder = _family_encoder("xlm_roberta")
+distilbert_encoder = _family_encoder("distilbert")

@@ -85,7 +85,7 @@ class BertPretrainer(keras.Model):
         self.masked_lm = masked_lm_head(self.encoder, name="masked_lm")
         self.next_sentence = NextSentenceHead(initializer_range=self.masked_lm.initializer_range,
                                               name="next_sentence") if self.nsp else None
-        hidden = self.masked_lm.hidden_size
+        hidden = self.encoder.output["sequence_output"].shape[-1]  # ALBERT's / ELECTRA's tables are narrower
         self.masked_lm.build((None, None, hidden))
         if self.next_sentence is not None:
             self.next_sentence.build((None, hidden))

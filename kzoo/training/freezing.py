@@ -3,6 +3,12 @@
 A kzoo task model is cut into *layer groups*, bottom to top:
 `embeddings`, `layer_0` ... `layer_{L-1}` (the encoder blocks) and `head`
 (everything else: the pooler, a pre-LN final LayerNorm and the task head).
+The embedding projection of ALBERT and ELECTRA-Small belongs to
+`embeddings`. ALBERT's blocks are shared across depth, so its groups are its
+*shared block groups*: `layer_g` holds the blocks of group g (all its inner
+blocks), which run at every depth that uses the group; with one group (every
+released ALBERT) the encoder is `embeddings`, `layer_0`, `head`, and
+`freeze_layers` counts groups.
 Freezing works on Keras' `trainable` flags, so frozen variables are simply
 absent from the train step: no gradient, no optimizer update and no weight
 decay touch them, under any `tf.distribute` strategy.
@@ -20,25 +26,27 @@ import collections
 import keras
 from absl import logging
 
-from kzoo.models.walk import find_encoder
-from kzoo.layers import BertEmbeddings, TransformerEncoderBlock
+from kzoo.models.walk import encoder_parts, find_encoder
 from kzoo.layers.trainability import set_trainable
 
 
 def layer_groups(model):
-    """Returns an ordered dict, bottom to top: "embeddings" -> [layer],
+    """Returns an ordered dict, bottom to top: "embeddings" -> [layer(s)],
     "layer_{i}" -> [block i] and "head" -> [every other layer of the model].
 
-    "head" holds the encoder's pooler and final LayerNorm and every layer
-    outside the encoder, however deeply nested (e.g. a classifier inside a
-    multi-task training model). Every variable is in exactly one group.
+    "embeddings" holds the embeddings and, for ALBERT and ELECTRA-Small, the
+    projection to the hidden size. For ALBERT "layer_{g}" is shared block
+    group g (its inner blocks; see the module docstring). "head" holds the
+    encoder's pooler and final LayerNorm and every layer outside the
+    encoder, however deeply nested (e.g. a classifier inside a multi-task
+    training model). Every variable is in exactly one group.
     """
     encoder = find_encoder(model)
+    parts = encoder_parts(encoder)
     groups = collections.OrderedDict()
-    groups["embeddings"] = [l for l in encoder.layers if isinstance(l, BertEmbeddings)]
-    blocks = [l for l in encoder.layers if isinstance(l, TransformerEncoderBlock)]
-    for i, block in enumerate(blocks):
-        groups[f"layer_{i}"] = [block]
+    groups["embeddings"] = [parts.embeddings] + ([parts.projection] if parts.projection is not None else [])
+    for i, blocks in enumerate(parts.block_groups):
+        groups[f"layer_{i}"] = list(blocks)
     inside = {id(l) for g in groups.values() for l in g}
     head = [l for l in encoder.layers if id(l) not in inside and l.weights]
     in_encoder = {id(l) for l in encoder._flatten_layers(include_self=True, recursive=True)}

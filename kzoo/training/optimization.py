@@ -430,17 +430,24 @@ class AdamW(keras.optimizers.AdamW):
 
 
 def layerwise_lr_groups(model, decay, embeddings_multiplier=None, head_multiplier=1.0):
-    """Groups a kzoo BERT model's variables for layer-wise learning-rate decay.
+    """Groups a kzoo model's variables for layer-wise learning-rate decay.
 
     With `L` transformer blocks (layer `l = 1..L`, embeddings = layer 0):
 
-    * `"embeddings"`: the encoder's `embeddings` layer, multiplier
-      `decay ** L` (or `embeddings_multiplier`);
+    * `"embeddings"`: the encoder's `embeddings` layer (and the embedding
+      projection of ALBERT / ELECTRA-Small), multiplier `decay ** L` (or
+      `embeddings_multiplier`);
     * `"layer_{i}"` for block `transformer_layer_{i}`, `i = 0..L-1`:
       multiplier `decay ** (L - 1 - i)`, i.e. `decay ** (L - l)` with the
       1-based `l = i + 1`, so the top block gets 1.0;
     * `"head"`: every other variable of the model (pooler, `final_layer_norm`,
       task heads), multiplier `head_multiplier`.
+
+    ALBERT's blocks are shared across depth, so there `L` counts its shared
+    block groups and `"layer_{g}"` is group g (the groups of
+    `kzoo.training.freezing.layer_groups`): a block that runs at several
+    depths gets one rate, its group's; with one group (every released
+    ALBERT) that is the top rate 1.0 and the embeddings get `decay`.
 
     Every variable of `model` (trainable or not) is in exactly one group
     (shared variables go to the first group above that holds them).
@@ -464,18 +471,17 @@ def layerwise_lr_groups(model, decay, embeddings_multiplier=None, head_multiplie
     >>> [(name, m) for name, (m, _) in groups.items()]
     [('embeddings', 0.25), ('layer_0', 0.5), ('layer_1', 1.0), ('head', 1.0)]
     """
-    from kzoo.models.walk import find_encoder
-    from kzoo.layers import BertEmbeddings, TransformerEncoderBlock
+    from kzoo.models.walk import encoder_parts, find_encoder
 
     if not decay > 0:
         raise ValueError(f"decay must be > 0, got {decay}")
-    encoder = find_encoder(model)
-    (embeddings,) = [l for l in encoder.layers if isinstance(l, BertEmbeddings)]
-    blocks = [l for l in encoder.layers if isinstance(l, TransformerEncoderBlock)]
-    num_layers = len(blocks)
-    names = [b.name for b in blocks]
-    if names != [f"transformer_layer_{i}" for i in range(num_layers)]:
+    parts = encoder_parts(find_encoder(model))
+    num_layers = len(parts.block_groups)
+    names = [b.name for group in parts.block_groups for b in group]
+    shared = all(name.startswith("transformer_group_") for name in names)  # ALBERT's, grouped by encoder_parts
+    if not shared and names != [f"transformer_layer_{i}" for i in range(num_layers)]:
         raise ValueError(f"expected encoder blocks transformer_layer_0..{num_layers - 1}, got {names}")
+    embeddings = [parts.embeddings] + ([parts.projection] if parts.projection is not None else [])
 
     groups = collections.OrderedDict()
     seen = set()
@@ -489,9 +495,9 @@ def layerwise_lr_groups(model, decay, embeddings_multiplier=None, head_multiplie
         return claimed
 
     emb_m = decay**num_layers if embeddings_multiplier is None else embeddings_multiplier
-    groups["embeddings"] = (float(emb_m), claim(embeddings.weights))
-    for i, block in enumerate(blocks):
-        groups[f"layer_{i}"] = (float(decay ** (num_layers - 1 - i)), claim(block.weights))
+    groups["embeddings"] = (float(emb_m), claim([v for layer in embeddings for v in layer.weights]))
+    for i, blocks in enumerate(parts.block_groups):
+        groups[f"layer_{i}"] = (float(decay ** (num_layers - 1 - i)), claim([v for b in blocks for v in b.weights]))
     groups["head"] = (float(head_multiplier), claim(model.weights))
     return groups
 

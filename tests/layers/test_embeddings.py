@@ -41,3 +41,31 @@ def test_serialisation_round_trip():
 def test_rejects_unknown_position_embedding():
     with pytest.raises(ValueError, match="position_embedding"):
         BertEmbeddings(vocab_size=2, hidden_size=2, position_embedding="rotary")
+
+
+def test_no_segment_table_ignores_type_ids():
+    layer = BertEmbeddings(vocab_size=20, hidden_size=8, type_vocab_size=0)
+    ids = np.array([[1, 2, 3]], "int32")
+    out = np.asarray(layer(ids, np.array([[0, 1, 5]], "int32")))
+    np.testing.assert_array_equal(out, layer(ids, None))
+    assert layer.token_type_embeddings is None and len(layer.weights) == 4  # word, position, gamma, beta
+    with pytest.raises(ValueError, match="type_vocab_size"):
+        BertEmbeddings(vocab_size=2, hidden_size=2, type_vocab_size=-1)
+
+
+def test_roberta_positions_from_the_padding_id():
+    layer = BertEmbeddings(vocab_size=20, hidden_size=8, max_position_embeddings=10, type_vocab_size=1,
+                           padding_idx=1, layer_norm_eps=1e-5)
+    ids = np.array([[0, 5, 6, 2, 1, 1]], "int32")
+    out = np.asarray(layer(ids, np.zeros_like(ids)))
+    word = np.asarray(layer.word_embeddings.embeddings, "float64")
+    seg = np.asarray(layer.token_type_embeddings.embeddings, "float64")
+    pos = np.asarray(layer.position_embeddings.weights[0], "float64")
+    positions = np.array([2, 3, 4, 5, 1, 1])  # padding_idx + 1, ...; the pad id itself at padding_idx
+    want = _layer_norm(word[ids] + seg[0] + pos[positions][None], np.asarray(layer.layer_norm.gamma),
+                       np.asarray(layer.layer_norm.beta), 1e-5)
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    clone = BertEmbeddings.from_config(layer.get_config())
+    assert clone.padding_idx == 1 and clone.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="padding_idx"):
+        BertEmbeddings(vocab_size=2, hidden_size=2, padding_idx=1, position_embedding="sinusoidal")

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from kzoo import models
+from kzoo.configs import BertConfig
 from kzoo.training import freezing
 from kzoo.training.optimization import create_optimizer
 from tests.conftest import REPO, random_inputs
@@ -249,3 +250,25 @@ def test_gradual_unfreezing_under_mirrored_strategy_two_cpus():
     result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], cwd=REPO, capture_output=True, text=True,
                             timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 0 and "OK 6" in result.stdout, result.stderr[-3000:]
+
+
+def test_albert_layer_groups_are_its_shared_block_groups():
+    """ALBERT: the embeddings with their projection, then one group per shared block group (its inner
+    blocks, which run at several depths), then the head."""
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=24, family="albert", embedding_size=8, num_hidden_groups=2,
+                        inner_group_num=2)
+    model = _classifier(config)
+    groups = freezing.layer_groups(model)
+    assert list(groups) == ["embeddings", "layer_0", "layer_1", "head"]
+    assert [l.name for l in groups["embeddings"]] == ["embeddings", "embedding_projection"]
+    assert [l.name for l in groups["layer_1"]] == ["transformer_group_1_inner_0", "transformer_group_1_inner_1"]
+    variables = freezing.group_variables(groups)
+    ids = [id(v) for vs in variables.values() for v in vs]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(v) for v in model.weights}
+    freezing.freeze(model, freeze_layers=1)  # the embeddings (projection too) and shared group 0
+    frozen = {v.path.split("/")[0] for v in model.weights if not v.trainable}
+    assert frozen == {"embeddings", "embedding_projection", "transformer_group_0_inner_0",
+                      "transformer_group_0_inner_1"}
+    with pytest.raises(ValueError, match="1..2"):
+        freezing.freeze(model, freeze_layers=3)

@@ -288,3 +288,21 @@ def test_learning_rate_logger_writes_group_rates(tmp_path):
             assert value == pytest.approx(float(schedule(step)) * multiplier, rel=1e-6)
     with pytest.raises(ValueError):
         LearningRateLogger(str(tmp_path), {"a": 1.0}, every_n_steps=0)
+
+
+def test_albert_rates_go_by_shared_block_group():
+    """A shared ALBERT block runs at several depths: it gets its group's rate; the projection goes with the
+    embeddings."""
+    from kzoo.configs import BertConfig
+
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=24, family="albert", embedding_size=8, num_hidden_groups=2)
+    model = bert_classifier(config, num_classes=2)
+    groups = layerwise_lr_groups(model, decay=0.5)
+    assert {name: m for name, (m, _) in groups.items()} == {"embeddings": 0.25, "layer_0": 0.5, "layer_1": 1.0,
+                                                           "head": 1.0}
+    multipliers = lr_multipliers(groups)
+    assert len(multipliers) == len(model.weights)
+    assert multipliers["embedding_projection/kernel"] == 0.25
+    assert multipliers["transformer_group_0_inner_0/attention/query/kernel"] == 0.5
+    assert multipliers["transformer_group_1_inner_0/output/kernel"] == 1.0
