@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from kzoo.text.tokenizer import _re2_class
+from kzoo.text.tokenizer import StringTokenizer, _re2_class
 
 _HASH_BUCKETS = 2**63 - 1
 _NO_RANK = np.iinfo(np.int32).max
@@ -194,7 +194,7 @@ def _read_merges(merges_file, merges):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class RobertaTokenizer(keras.layers.Layer):
+class RobertaTokenizer(StringTokenizer):
     """Byte-level BPE with GPT-2's rules and RoBERTa's special tokens, as TensorFlow ops.
 
     Maps strings to token ids without special tokens; `RobertaPacker` (which
@@ -398,27 +398,6 @@ class RobertaTokenizer(keras.layers.Layer):
         pieces = self._bpe(distinct)
         ids = pieces.with_flat_values(self._token_table.lookup(pieces.flat_values, self._unk_id))
         return words.with_flat_values(tf.gather(ids, index)).merge_dims(1, 2)
-
-    def call(self, inputs):
-        """Strings [batch] -> ids, int32 RaggedTensor [batch, (tokens)]; a scalar -> ids [tokens].
-
-        A RaggedTensor of strings (e.g. [batch, (words)]) gets one more ragged dimension.
-        """
-        if isinstance(inputs, tf.RaggedTensor):
-            return inputs.with_flat_values(self._tokenize_rows(inputs.flat_values))
-        inputs = tf.convert_to_tensor(inputs, dtype=tf.string)
-        rank = inputs.shape.rank
-        if rank is None:
-            raise ValueError(f"{self.name} needs string inputs of known rank, got shape {inputs.shape}")
-        if rank == 0:
-            return self._tokenize_rows(inputs[tf.newaxis])[0]
-        if rank == 1:
-            return self._tokenize_rows(inputs)
-        return self.call(tf.RaggedTensor.from_tensor(inputs, ragged_rank=rank - 1))
-
-    def tokenize(self, inputs):
-        """Same as calling the layer."""
-        return self(inputs)
 
     def get_config(self):
         config = super().get_config()

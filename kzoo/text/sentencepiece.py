@@ -55,7 +55,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from kzoo.text.bpe import _StringTable
-from kzoo.text.tokenizer import _lowercase_gaps, _re2_class, _utf8_lower
+from kzoo.text.tokenizer import StringTokenizer, _lowercase_gaps, _re2_class, _utf8_lower
 
 SPIECE_UNDERLINE = "\u2581"
 _UNIGRAM, _UNKNOWN_PIECE = 1, 2  # TrainerSpec.ModelType.UNIGRAM, SentencePiece.Type.UNKNOWN
@@ -156,7 +156,7 @@ def _read_model(model_file, model_proto, owner):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class SentencePieceTokenizer(keras.layers.Layer):
+class SentencePieceTokenizer(StringTokenizer):
     """SentencePiece ids in the graph, with the model's own ids (no preprocessing, no remapping).
 
     The base of `AlbertTokenizer` and `XLMRobertaTokenizer`; usable on its own for a model whose
@@ -299,27 +299,6 @@ class SentencePieceTokenizer(keras.layers.Layer):
                                             replacement_char=0xFFFD)
         ids = self._encode(self._preprocess(text))
         return ids.with_flat_values(tf.cast(self._map_ids(ids.flat_values), tf.int32))
-
-    def call(self, inputs):
-        """Strings [batch] -> ids, int32 RaggedTensor [batch, (tokens)]; a scalar -> ids [tokens].
-
-        A RaggedTensor of strings (e.g. [batch, (words)]) gets one more ragged dimension.
-        """
-        if isinstance(inputs, tf.RaggedTensor):
-            return inputs.with_flat_values(self._tokenize_rows(inputs.flat_values))
-        inputs = tf.convert_to_tensor(inputs, dtype=tf.string)
-        rank = inputs.shape.rank
-        if rank is None:
-            raise ValueError(f"{self.name} needs string inputs of known rank, got shape {inputs.shape}")
-        if rank == 0:
-            return self._tokenize_rows(inputs[tf.newaxis])[0]
-        if rank == 1:
-            return self._tokenize_rows(inputs)
-        return self.call(tf.RaggedTensor.from_tensor(inputs, ragged_rank=rank - 1))
-
-    def tokenize(self, inputs):
-        """Same as calling the layer."""
-        return self(inputs)
 
     def get_config(self):
         config = super().get_config()

@@ -146,8 +146,34 @@ def _validate_vocabulary(vocabulary, source, unk_token):
         raise ValueError(f"{source} lacks the unknown token {unk_token!r}")
 
 
+class StringTokenizer(keras.layers.Layer):
+    """What every in-graph tokenizer of kzoo shares: calling it on strings of any rank. A subclass
+    implements `_tokenize_rows(strings [n]) -> int32 RaggedTensor [n, (tokens)]`."""
+
+    def call(self, inputs):
+        """Strings [batch] -> ids, int32 RaggedTensor [batch, (tokens)]; a scalar -> ids [tokens].
+
+        A RaggedTensor of strings (e.g. [batch, (words)]) gets one more ragged dimension.
+        """
+        if isinstance(inputs, tf.RaggedTensor):
+            return inputs.with_flat_values(self._tokenize_rows(inputs.flat_values))
+        inputs = tf.convert_to_tensor(inputs, dtype=tf.string)
+        rank = inputs.shape.rank
+        if rank is None:
+            raise ValueError(f"{self.name} needs string inputs of known rank, got shape {inputs.shape}")
+        if rank == 0:
+            return self._tokenize_rows(inputs[tf.newaxis])[0]
+        if rank == 1:
+            return self._tokenize_rows(inputs)
+        return self.call(tf.RaggedTensor.from_tensor(inputs, ragged_rank=rank - 1))
+
+    def tokenize(self, inputs):
+        """Same as calling the layer."""
+        return self(inputs)
+
+
 @keras.saving.register_keras_serializable(package="kzoo")
-class BertTokenizer(keras.layers.Layer):
+class BertTokenizer(StringTokenizer):
     """WordPiece tokenizer with the official BERT rules, as TensorFlow ops.
 
     Maps strings to token ids without special tokens; `BertPacker` adds `[CLS]`/`[SEP]`
@@ -281,27 +307,6 @@ class BertTokenizer(keras.layers.Layer):
         # The unknown token is a whole vocabulary entry, so WordPiece maps it to its own id.
         pieces = self._wordpiece.tokenize(tf.where(too_long, self.unk_token, flat))
         return words.with_flat_values(pieces).merge_dims(1, 2)
-
-    def call(self, inputs):
-        """Strings [batch] -> ids, int32 RaggedTensor [batch, (tokens)]; a scalar -> ids [tokens].
-
-        A RaggedTensor of strings (e.g. [batch, (words)]) gets one more ragged dimension.
-        """
-        if isinstance(inputs, tf.RaggedTensor):
-            return inputs.with_flat_values(self._tokenize_rows(inputs.flat_values))
-        inputs = tf.convert_to_tensor(inputs, dtype=tf.string)
-        rank = inputs.shape.rank
-        if rank is None:
-            raise ValueError(f"{self.name} needs string inputs of known rank, got shape {inputs.shape}")
-        if rank == 0:
-            return self._tokenize_rows(inputs[tf.newaxis])[0]
-        if rank == 1:
-            return self._tokenize_rows(inputs)
-        return self.call(tf.RaggedTensor.from_tensor(inputs, ragged_rank=rank - 1))
-
-    def tokenize(self, inputs):
-        """Same as calling the layer."""
-        return self(inputs)
 
     def ids_to_tokens(self, ids):
         """Token strings of int ids (a Tensor or RaggedTensor of any shape)."""
