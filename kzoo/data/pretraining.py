@@ -38,11 +38,11 @@ import json
 import os
 import random
 import re
-import uuid
 
 import numpy as np
 import tensorflow as tf
 
+from kzoo import io as kzoo_io
 from kzoo.layers.heads import IGNORE_LABEL
 
 INSTANCE_KEYS = ("input_word_ids", "input_mask", "input_type_ids", "next_sentence_labels")
@@ -180,34 +180,23 @@ def squad_documents(json_path):
     return documents
 
 
-def _temporary_path(path):
-    return f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 def write_documents(documents, path):
     """Writes documents in the official format (one sentence a line, a blank line between
     documents, UTF-8), to a temporary file renamed into place. Whitespace inside a sentence
     (line breaks included) is collapsed to single spaces; empty sentences and documents are
     left out. Returns the number of documents written."""
-    tmp = _temporary_path(path)
     written = 0
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            for document in documents:
-                if isinstance(document, str):
-                    raise ValueError("each document is a list of sentence strings, got a str")
-                lines = [line for line in (" ".join(str(s).split()) for s in document) if line]
-                if not lines:
-                    continue
-                if written:
-                    f.write("\n")
-                f.write("\n".join(lines) + "\n")
-                written += 1
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with kzoo_io.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for document in documents:
+            if isinstance(document, str):
+                raise ValueError("each document is a list of sentence strings, got a str")
+            lines = [line for line in (" ".join(str(s).split()) for s in document) if line]
+            if not lines:
+                continue
+            if written:
+                f.write("\n")
+            f.write("\n".join(lines) + "\n")
+            written += 1
     return written
 
 
@@ -437,35 +426,28 @@ def write_pretraining_tfrecords(instances, masker, output_path, dupe_factor=1, b
     seq_length = dataset.element_spec[0]["input_word_ids"].shape[-1]
     predictions = dataset.element_spec[0]["masked_lm_positions"].shape[-1]
     written = masked_tokens = random_next = 0
-    tmp = _temporary_path(output_path)
-    try:
-        with tf.io.TFRecordWriter(tmp) as writer:
-            for _ in range(dupe_factor):
-                for features, labels in dataset.as_numpy_iterator():
-                    targets = labels["mlm_logits"]
-                    weights = (targets != IGNORE_LABEL).astype(np.float32)
-                    target_ids = np.where(targets != IGNORE_LABEL, targets, 0)
-                    nsp_labels = labels["nsp_logits"] if nsp else np.zeros([len(targets)], np.int32)
-                    for r in range(len(targets)):
-                        feature = {
-                            "input_ids": _int64_feature(features["input_word_ids"][r]),
-                            "input_mask": _int64_feature(features["input_mask"][r]),
-                            "segment_ids": _int64_feature(features["input_type_ids"][r]),
-                            "masked_lm_positions": _int64_feature(features["masked_lm_positions"][r]),
-                            "masked_lm_ids": _int64_feature(target_ids[r]),
-                            "masked_lm_weights": tf.train.Feature(float_list=tf.train.FloatList(value=weights[r])),
-                            "next_sentence_labels": _int64_feature([nsp_labels[r]]),
-                        }
-                        example = tf.train.Example(features=tf.train.Features(feature=feature))
-                        writer.write(example.SerializeToString())
-                    written += len(targets)
-                    masked_tokens += int(weights.sum())
-                    random_next += int(nsp_labels.sum())
-        tf.io.gfile.rename(tmp, output_path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
-        raise
+    with kzoo_io.atomic_path(output_path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+        for _ in range(dupe_factor):
+            for features, labels in dataset.as_numpy_iterator():
+                targets = labels["mlm_logits"]
+                weights = (targets != IGNORE_LABEL).astype(np.float32)
+                target_ids = np.where(targets != IGNORE_LABEL, targets, 0)
+                nsp_labels = labels["nsp_logits"] if nsp else np.zeros([len(targets)], np.int32)
+                for r in range(len(targets)):
+                    feature = {
+                        "input_ids": _int64_feature(features["input_word_ids"][r]),
+                        "input_mask": _int64_feature(features["input_mask"][r]),
+                        "segment_ids": _int64_feature(features["input_type_ids"][r]),
+                        "masked_lm_positions": _int64_feature(features["masked_lm_positions"][r]),
+                        "masked_lm_ids": _int64_feature(target_ids[r]),
+                        "masked_lm_weights": tf.train.Feature(float_list=tf.train.FloatList(value=weights[r])),
+                        "next_sentence_labels": _int64_feature([nsp_labels[r]]),
+                    }
+                    example = tf.train.Example(features=tf.train.Features(feature=feature))
+                    writer.write(example.SerializeToString())
+                written += len(targets)
+                masked_tokens += int(weights.sum())
+                random_next += int(nsp_labels.sum())
     return {
         "path": output_path,
         "instances": written,
