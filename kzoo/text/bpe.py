@@ -392,6 +392,17 @@ class RobertaTokenizer(StringTokenizer):
             shape_invariants=(tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([])))
         return tf.RaggedTensor.from_row_splits(symbols, splits, validate=False)
 
+    def tokenize_words(self, words):
+        """Words [batch, (words)] -> ids [batch, (words), (pieces)], each word with a space in front
+        (as transformers' RoBERTa tokenizers with `add_prefix_space=True, is_split_into_words=True`,
+        which word-level tasks need): "Ġword", as the word is inside running text."""
+        words = words if isinstance(words, tf.RaggedTensor) else tf.convert_to_tensor(words, tf.string)
+        if isinstance(words, tf.RaggedTensor):
+            spaced = words.with_flat_values(tf.strings.join([" ", words.flat_values]))
+        else:
+            spaced = tf.strings.join([" ", words])
+        return self(spaced)
+
     def _tokenize_rows(self, inputs):
         words = self._pre_tokenize(inputs)
         distinct, index = tf.unique(words.flat_values, out_idx=tf.int64)

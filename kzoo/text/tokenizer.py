@@ -106,6 +106,12 @@ def _char_classes():
     }
 
 
+@functools.lru_cache(maxsize=None)
+def _whitespace_class():
+    """RE2 class of Python's `str.isspace` characters."""
+    return _re2_class([cp for cp in range(0x110000) if chr(cp).isspace()])
+
+
 def _utf8_lower(text):
     """ICU lower case after an ASCII one, which no process locale can change."""
     return tf.strings.lower(tf.strings.lower(text), encoding="utf-8")
@@ -170,6 +176,20 @@ class StringTokenizer(keras.layers.Layer):
     def tokenize(self, inputs):
         """Same as calling the layer."""
         return self(inputs)
+
+    def split_words(self, inputs):
+        """Strings [batch] -> words [batch, (words)]: the units word-level tasks label (tagging)
+        and align to (SQuAD). Here: the runs of characters between whitespace (`str.isspace`),
+        unchanged; `BertTokenizer` returns the official `BasicTokenizer`'s words instead."""
+        text = tf.strings.unicode_transcode(tf.convert_to_tensor(inputs, tf.string), "UTF-8", "UTF-8",
+                                            errors="replace", replacement_char=0xFFFD)
+        return tf_text.regex_split(text, _whitespace_class() + "+")
+
+    def tokenize_words(self, words):
+        """Words [batch, (words)] (a RaggedTensor of strings) -> ids [batch, (words), (pieces)]: each
+        word tokenized alone, as a word that follows whitespace in running text (what the
+        reference's `is_split_into_words` tokenization gives)."""
+        return self(words)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -299,6 +319,10 @@ class BertTokenizer(StringTokenizer):
             text = tf.strings.regex_replace(text, classes["marks"], "")
         punctuation = classes["punctuation"]
         return tf_text.regex_split(text, f"(?: |{punctuation})", punctuation)
+
+    def split_words(self, inputs):
+        """The official `BasicTokenizer`'s words (`basic_tokenize`): normalised as WordPiece sees them."""
+        return self.basic_tokenize(inputs)
 
     def _tokenize_rows(self, inputs):
         words = self.basic_tokenize(inputs)

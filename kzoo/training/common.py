@@ -4,7 +4,6 @@
 write goes through `kzoo.io`, so a process killed while writing never leaves a half-written
 file under its final name, there as on local disk."""
 
-import json
 import os
 
 import keras
@@ -78,18 +77,28 @@ def save_model(model, model_dir, **json_files):
         write_json_atomically(kzoo_io.join(model_dir, f"{name}.json"), value)
 
 
-def save_tokenizer(vocab_file, lower_case, model_dir):
-    """Copies the vocabulary to `<model_dir>/vocab.txt` and writes
-    `<model_dir>/tokenizer.json` ({"vocab_file": "vocab.txt", "lower_case": ...}),
-    so a model_dir is enough to tokenise for the saved model (ensembles,
-    teachers, later exports). Both are written atomically; either path may be on
-    any `tf.io.gfile` file system."""
-    target = kzoo_io.join(model_dir, "vocab.txt")
-    if not _same_file(vocab_file, target):
-        kzoo_io.copy(vocab_file, target)
-    write_json_atomically(kzoo_io.join(model_dir, "tokenizer.json"),
-                          {"vocab_file": "vocab.txt", "lower_case": bool(lower_case)})
-    return target
+def save_tokenizer(tokenizer, model_dir, *legacy):
+    """Saves the tokenizer beside a model, so a model_dir is enough to tokenise for the saved
+    model (ensembles, teachers, later exports): its files (vocab.txt, spiece.model,
+    sentencepiece.bpe.model, or vocab.json + merges.txt) and `<model_dir>/tokenizer.json`
+    (`kzoo.text.saving.write_tokenizer`), each written atomically; `model_dir` may be on any
+    `tf.io.gfile` file system. Returns the path of the tokenizer's main file.
+
+    `save_tokenizer(vocab_file, lower_case, model_dir)`, kzoo's earlier WordPiece-only form,
+    still works: it copies the vocabulary to `<model_dir>/vocab.txt`."""
+    if legacy:
+        vocab_file, lower_case, model_dir = tokenizer, model_dir, legacy[0]
+        target = kzoo_io.join(model_dir, "vocab.txt")
+        if not _same_file(vocab_file, target):
+            kzoo_io.copy(vocab_file, target)
+        write_json_atomically(kzoo_io.join(model_dir, "tokenizer.json"),
+                              {"vocab_file": "vocab.txt", "lower_case": bool(lower_case)})
+        return target
+    from kzoo.text.saving import write_tokenizer
+
+    write_tokenizer(tokenizer, model_dir)
+    record = kzoo_io.read_json(kzoo_io.join(model_dir, "tokenizer.json"))
+    return kzoo_io.join(model_dir, record.get("model_file") or record["vocab_file"])
 
 
 def _same_file(a, b):
@@ -99,21 +108,11 @@ def _same_file(a, b):
 
 
 def load_tokenizer(model_dir):
-    """The `kzoo.text.BertTokenizer` saved beside a model by `save_tokenizer`
-    (`model_dir` local or on any `tf.io.gfile` file system)."""
-    from kzoo.text import BertTokenizer
+    """The tokenizer saved beside a model by `save_tokenizer` (`kzoo.text.saving.read_tokenizer`;
+    `model_dir` local or on any `tf.io.gfile` file system)."""
+    from kzoo.text.saving import read_tokenizer
 
-    path = kzoo_io.join(model_dir, "tokenizer.json")
-    try:
-        spec = json.loads(kzoo_io.read_text(path))
-    except FileNotFoundError:
-        raise ValueError(f"{path} not found: {model_dir} was not written by a kzoo fine-tuning run") from None
-    vocab_file = kzoo_io.join(model_dir, spec["vocab_file"])
-    if kzoo_io.is_local(vocab_file):
-        return BertTokenizer(kzoo_io.local_path(vocab_file), lower_case=spec["lower_case"])
-    # kzoo.text reads vocab files with `open`: read a remote one here, one token a line
-    # stripped, as `BertTokenizer` reads a vocab.txt.
-    lines = kzoo_io.read_text(vocab_file).split("\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    return BertTokenizer(vocabulary=[line.strip() for line in lines], lower_case=spec["lower_case"])
+    if not kzoo_io.exists(kzoo_io.join(model_dir, "tokenizer.json")):
+        raise ValueError(f"{kzoo_io.join(model_dir, 'tokenizer.json')} not found: {model_dir} was not written by a "
+                         "kzoo fine-tuning run")
+    return read_tokenizer(model_dir)

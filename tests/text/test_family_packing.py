@@ -578,3 +578,22 @@ def test_saved_models_serve_in_a_fresh_process(assets, tokenizers, tmp_path):
         assert served[family]["input_word_ids"] == expected, family
         assert served[family]["input_mask"] == [[int(i != (0 if family == "albert" else 1)) for i in row]
                                                 for row in expected]
+
+
+# ---------------------------------------------------------------------------------------------
+# Words: what word-level tasks (tagging, SQuAD) split and tokenize.
+
+def test_words_tokenized_alone_equal_the_running_text(assets, tokenizers):
+    """`tokenize_words(split_words(text))`, joined, is the tokenization of the text with its whitespace
+    runs made single spaces (RoBERTa: with a space in front, as `is_split_into_words` adds one): on every
+    real sentence, for every family."""
+    texts = assets.strings[:assets.num_sentences]
+    for family, tokenizer in tokenizers.items():
+        words = tokenizer.split_words(tf.constant(texts))
+        assert words.to_list()[:1] == [[w.encode() for w in texts[0].split()]], family
+        joined = tokenizer.tokenize_words(words).merge_dims(1, 2).to_list()
+        prefix = " " if family == "roberta" else ""
+        whole = tokenizer(tf.constant([prefix + " ".join(t.split()) for t in texts])).to_list()
+        assert sum(a != b for a, b in zip(joined, whole)) == 0, family
+    words = tokenizers["roberta"].split_words(tf.constant(["a\u3000b\u2028c  d\x85e", ""]))
+    assert words.to_list() == [[b"a", b"b", b"c", b"d", b"e"], []]
