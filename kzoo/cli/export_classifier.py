@@ -3,7 +3,7 @@
 Give one `--model_dirs` entry (a --model_dir of kzoo-run-classifier) to export
 it again, or several to export their ensemble: one SavedModel whose
 probabilities are the (weighted) mean of the members'. Members must share the
-labels and the vocabulary. A LoRA model is exported with LoRA folded into its
+labels and the tokenizer. A LoRA model is exported with LoRA folded into its
 kernels.
 
     kzoo-export-classifier --model_dirs=runs/a,runs/b,runs/c --export_dir=savedmodels/intents_ensemble
@@ -15,7 +15,7 @@ from kzoo.cli import console
 from kzoo.tasks.classification import export_classifier_dirs
 
 flags.DEFINE_list("model_dirs", None, "--model_dir folders of kzoo-run-classifier (model.keras, labels.json, "
-                  "vocab.txt, tokenizer.json); several make an ensemble.")
+                  "tokenizer.json and its files); several make an ensemble.")
 flags.DEFINE_list("weights", None, "Ensemble weights, one per model_dir (default: equal).")
 flags.DEFINE_string("export_dir", None, "SavedModel base path; the next integer version is written.")
 flags.DEFINE_integer("max_seq_length", 128, "Longest packed input of the serving signature.")

@@ -173,7 +173,7 @@ def run_classifier(run):
             model = distillation.student_from_teacher(teacher, run.student_num_layers or _num_blocks(teacher))
         else:
             model = models.bert_classifier(pretrained.encoder, num_classes=len(label_names))
-    tokenizer = text.BertTokenizer(pretrained.vocab_file, lower_case=pretrained.lower_case)
+    tokenizer = pretrained.tokenizer
     packer = text.BertPacker.from_tokenizer(tokenizer, run.max_seq_length, dynamic_length=not static)
     buckets = None if static or not run.bucket_by_length else [
         b for b in BUCKETS if b < run.max_seq_length]
@@ -246,7 +246,7 @@ def run_classifier(run):
         logging.info("evaluation after %.0f s of training (%d examples): %s", train_seconds, len(evaluation),
                      metrics)
     save_model(model, run.model_dir, labels=label_names)
-    save_tokenizer(pretrained.vocab_file, pretrained.lower_case, run.model_dir)
+    save_tokenizer(tokenizer, run.model_dir)
 
     result = {
         "task": run.task,
@@ -326,18 +326,27 @@ def load_classifier_dir(model_dir):
     return model, kzoo_io.read_json(os.path.join(model_dir, "labels.json"))
 
 
+def _same_tokenizer(a, b):
+    """Whether two tokenizers give the same ids: same class and options, same vocabulary / model."""
+    def config(tokenizer):
+        return {k: v for k, v in tokenizer.get_config().items() if k != "name"}
+    return type(a) is type(b) and config(a) == config(b)
+
+
 def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=128, pair=False):
     """Exports one `run_classifier` model_dir as a raw-text SavedModel, or the probability-averaging ensemble of
-    several (`kzoo.models.classifier_ensemble`; they must share labels and vocabulary); returns the version path
+    several (`kzoo.models.classifier_ensemble`; they must share labels and tokenizer); returns the version path
     under `export_dir`."""
-    members, labels = [], None
+    members, labels, tokenizer = [], None, None
     for i, model_dir in enumerate(model_dirs):
         model, member_labels = load_classifier_dir(model_dir)
         if labels is not None and member_labels != labels:
             raise ValueError(f"{model_dir}: labels {member_labels} differ from {model_dirs[0]}'s {labels}")
-        if i and (kzoo_io.read_bytes(os.path.join(model_dir, "vocab.txt"))
-                  != kzoo_io.read_bytes(os.path.join(model_dirs[0], "vocab.txt"))):
-            raise ValueError(f"{model_dir}: vocab.txt differs from {model_dirs[0]}'s; members must share a vocabulary")
+        member_tokenizer = load_tokenizer(model_dir)
+        if i and not _same_tokenizer(member_tokenizer, tokenizer):
+            raise ValueError(f"{model_dir}: its tokenizer ({type(member_tokenizer).__name__}, tokenizer.json and its "
+                             f"files) differs from {model_dirs[0]}'s; members must share one tokenizer")
+        tokenizer = tokenizer if i else member_tokenizer
         labels = member_labels
         members.append(model)
     if len(members) > 1:
@@ -346,5 +355,4 @@ def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=
         model = models.classifier_ensemble(members, weights=weights)
     else:
         model = members[0]
-    tokenizer = load_tokenizer(model_dirs[0])
     return export.export_classifier(model, tokenizer, labels, export_dir, max_seq_length, pair=pair)
