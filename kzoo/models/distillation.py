@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo import configs
-from kzoo.models.walk import find_encoder
+from kzoo.models.walk import EMBEDDING_PROJECTION, find_encoder
 from kzoo.layers import BertEmbeddings, BertPooler, ClassificationHead, TransformerEncoderBlock
 from kzoo.models.classifier import bert_classifier
 from kzoo.models.encoder import bert_encoder, encoder_inputs
@@ -33,23 +33,48 @@ def _encoder_parts(encoder):
     poolers = [layer for layer in encoder.layers if isinstance(layer, BertPooler)]
     final_norms = [layer for layer in encoder.layers
                    if isinstance(layer, keras.layers.LayerNormalization) and layer.name == "final_layer_norm"]
-    return embeddings, blocks, poolers, final_norms
+    projections = [layer for layer in encoder.layers if layer.name == EMBEDDING_PROJECTION]
+    return embeddings, blocks, poolers, final_norms, projections
+
+
+def _family(encoder, embeddings, blocks, poolers, projections):
+    """The family and its structural config fields, read off an encoder's layers."""
+    if blocks and blocks[0].name.startswith("transformer_group_"):
+        groups = {int(b.name.split("_")[2]) for b in blocks}
+        inner = {int(b.name.split("_")[4]) for b in blocks}
+        return "albert", dict(num_hidden_groups=len(groups), inner_group_num=len(inner))
+    pooler = poolers[0] if poolers else None
+    if embeddings.padding_idx is not None:
+        family = "xlm_roberta" if encoder.name.startswith("xlm_roberta") else "roberta"
+        return family, dict(pad_token_id=embeddings.padding_idx)
+    if embeddings.type_vocab_size == 0 or (pooler is not None and pooler.activation == "relu"):
+        return "distilbert", {}
+    if projections or (pooler is not None and not pooler.use_dense):
+        return "electra", {}
+    return "bert", {}
 
 
 def student_from_teacher(teacher, num_layers, name=None):
-    """A classifier like `teacher` with only its first `num_layers` blocks.
+    """A classifier like `teacher` with only its first `num_layers` layers.
 
-    The encoder configuration (vocabulary, widths, heads, activation, epsilon,
-    dropout, position table, segment vocabulary, pre/post-LN, learned or
-    sinusoidal positions, static sequence length) is read off the teacher's
-    layers; the student's embeddings, blocks `0..num_layers-1`, final
-    LayerNorm (pre-LN), pooler and classification head start as copies of the
-    teacher's weights (the common "take every layer up to k" initialisation).
-    The teacher is left unchanged and shares no variable with the student.
+    The encoder configuration (family, vocabulary, widths, heads, activation,
+    epsilon, dropout, position table, segment vocabulary, pre/post-LN, learned
+    or sinusoidal positions, static sequence length, and what the families add:
+    ALBERT's embedding width and shared groups, ELECTRA's embedding projection
+    and first-token pooled output, RoBERTa's / XLM-R's padding-based positions,
+    DistilBERT's missing token types and ReLU `pre_classifier`) is read off the
+    teacher's layers; the student's embeddings, embedding projection, blocks
+    `0..num_layers-1`, final LayerNorm (pre-LN), pooler and classification head
+    start as copies of the teacher's weights (the common "take every layer up
+    to k" initialisation). ALBERT shares its blocks across depth, so its
+    student keeps every shared group and applies them over `num_layers` layers
+    (with one group, as in every released ALBERT: exactly the teacher's first
+    `num_layers` layers). The teacher is left unchanged and shares no variable
+    with the student.
 
     Args:
-        teacher: a kzoo classifier (`kzoo.models.bert_classifier`).
-        num_layers: transformer blocks of the student, 1..teacher's.
+        teacher: a kzoo classifier (`kzoo.models.bert_classifier`) of any family.
+        num_layers: layers of the student, 1..teacher's.
         name: student model name (default: "<teacher name>_student_<k>l").
 
     Returns:
@@ -64,16 +89,19 @@ def student_from_teacher(teacher, num_layers, name=None):
     """
     encoder = find_encoder(teacher)
     head = _classifier_head(teacher)
-    embeddings, blocks, poolers, final_norms = _encoder_parts(encoder)
+    embeddings, blocks, poolers, final_norms, projections = _encoder_parts(encoder)
+    family, structure = _family(encoder, embeddings, blocks, poolers, projections)
+    depth = len(encoder.output["encoder_outputs"])
     if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or not (
-            1 <= num_layers <= len(blocks)):
-        raise ValueError(f"num_layers must be an integer in [1, {len(blocks)}] (the teacher's blocks), "
+            1 <= num_layers <= depth):
+        raise ValueError(f"num_layers must be an integer in [1, {depth}] (the teacher's layers), "
                          f"got {num_layers!r}")
     num_layers = int(num_layers)
     first = blocks[0]
+    hidden_size = encoder.output["sequence_output"].shape[-1]
     config = configs.BertConfig(
         vocab_size=embeddings.vocab_size,
-        hidden_size=embeddings.hidden_size,
+        hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=first.num_heads,
         intermediate_size=first.intermediate_size,
@@ -84,6 +112,9 @@ def student_from_teacher(teacher, num_layers, name=None):
         type_vocab_size=embeddings.type_vocab_size,
         initializer_range=embeddings.initializer_range,
         layer_norm_eps=first.layer_norm_eps,
+        family=family,
+        embedding_size=embeddings.hidden_size if embeddings.hidden_size != hidden_size or projections else None,
+        **structure,
     )
     seq_length = encoder.inputs[0].shape[1]
     student_encoder = bert_encoder(
@@ -99,10 +130,11 @@ def student_from_teacher(teacher, num_layers, name=None):
         student_encoder, num_classes=head.num_classes, dropout=head.dropout_rate,
         seq_length=teacher.inputs[0].shape[1], name=name or f"{teacher.name}_student_{num_layers}l",
     )
-    s_embeddings, s_blocks, s_poolers, s_final_norms = _encoder_parts(student_encoder)
+    s_embeddings, s_blocks, s_poolers, s_final_norms, s_projections = _encoder_parts(student_encoder)
     pairs = [(embeddings, s_embeddings), (head, _classifier_head(student))]
-    pairs += list(zip(blocks[:num_layers], s_blocks))
+    pairs += list(zip(blocks if family == "albert" else blocks[:num_layers], s_blocks))
     pairs += list(zip(poolers, s_poolers)) + list(zip(final_norms, s_final_norms))
+    pairs += list(zip(projections, s_projections))
     for source, target in pairs:
         target.set_weights(source.get_weights())
     return student

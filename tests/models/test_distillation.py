@@ -95,3 +95,32 @@ def test_distillation_training_reduces_loss(tiny_config):
     assert after["distill_loss"] < 0.7 * before["distill_loss"], (before, after)
     # The student itself is what was trained.
     np.testing.assert_allclose(model(inputs)["logits"].numpy(), student(inputs).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["albert", "electra", "roberta", "xlm_roberta", "distilbert"])
+def test_student_of_every_family(family, tmp_path, tmp_path_factory):
+    """Read off a saved teacher of each family (tiny random Hugging Face model): a student with all the
+    teacher's layers is the teacher (same family structure: ALBERT's shared groups and embedding width,
+    ELECTRA's projection and first-token pooling, RoBERTa's positions, DistilBERT's ReLU pre_classifier);
+    a shallower one keeps the family's structure with fewer layers."""
+    from kzoo.checkpoints import load_pretrained
+    from kzoo.text import BertPacker
+    from tests.family_models import tiny_family_folders
+
+    pretrained = load_pretrained(tiny_family_folders(tmp_path_factory)[family])
+    teacher = bert_classifier(pretrained.encoder, num_classes=3)
+    teacher.save(tmp_path / "teacher.keras")
+    teacher = keras.models.load_model(tmp_path / "teacher.keras")
+    tokenizer = pretrained.tokenizer
+    x = BertPacker.from_tokenizer(tokenizer, 16)([tokenizer(["hello world, how are you", "a"]),
+                                                   tokenizer(["b c", "dd"])])
+    np.testing.assert_allclose(student_from_teacher(teacher, 2)(x), teacher(x), atol=1e-5)
+    student = student_from_teacher(teacher, 1)
+    encoder = find_encoder(student)
+    assert len(encoder(x)["encoder_outputs"]) == 1
+    assert encoder.name == find_encoder(teacher).name
+    teacher_weights = sum(int(np.prod(w.shape)) for w in teacher.weights)
+    student_weights = sum(int(np.prod(w.shape)) for w in student.weights)
+    block = sum(int(np.prod(w.shape)) for w in find_encoder(teacher).get_layer(
+        "transformer_group_0_inner_0" if family == "albert" else "transformer_layer_1").weights)
+    assert teacher_weights - student_weights == (0 if family == "albert" else block), family  # one block less
