@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo import configs
-from kzoo.models.walk import EMBEDDING_PROJECTION, find_encoder
+from kzoo.models.walk import EMBEDDING_PROJECTION, encoder_family, find_encoder
 from kzoo.layers import BertEmbeddings, BertPooler, ClassificationHead, TransformerEncoderBlock
 from kzoo.models.classifier import bert_classifier
 from kzoo.models.encoder import bert_encoder, encoder_inputs
@@ -37,21 +37,18 @@ def _encoder_parts(encoder):
     return embeddings, blocks, poolers, final_norms, projections
 
 
-def _family(encoder, embeddings, blocks, poolers, projections):
-    """The family and its structural config fields, read off an encoder's layers."""
-    if blocks and blocks[0].name.startswith("transformer_group_"):
+def _family(encoder, embeddings, blocks):
+    """The family and its structural config fields, read off an encoder's layers (`encoder_family`;
+    XLM-R is RoBERTa's structure, told apart by the encoder's name)."""
+    family = encoder_family(encoder)
+    if family == "albert":
         groups = {int(b.name.split("_")[2]) for b in blocks}
         inner = {int(b.name.split("_")[4]) for b in blocks}
-        return "albert", dict(num_hidden_groups=len(groups), inner_group_num=len(inner))
-    pooler = poolers[0] if poolers else None
-    if embeddings.padding_idx is not None:
-        family = "xlm_roberta" if encoder.name.startswith("xlm_roberta") else "roberta"
-        return family, dict(pad_token_id=embeddings.padding_idx)
-    if embeddings.type_vocab_size == 0 or (pooler is not None and pooler.activation == "relu"):
-        return "distilbert", {}
-    if projections or (pooler is not None and not pooler.use_dense):
-        return "electra", {}
-    return "bert", {}
+        return family, dict(num_hidden_groups=len(groups), inner_group_num=len(inner))
+    if family == "roberta":
+        return ("xlm_roberta" if encoder.name.startswith("xlm_roberta") else family,
+                dict(pad_token_id=embeddings.padding_idx))
+    return family, {}
 
 
 def student_from_teacher(teacher, num_layers, name=None):
@@ -90,7 +87,7 @@ def student_from_teacher(teacher, num_layers, name=None):
     encoder = find_encoder(teacher)
     head = _classifier_head(teacher)
     embeddings, blocks, poolers, final_norms, projections = _encoder_parts(encoder)
-    family, structure = _family(encoder, embeddings, blocks, poolers, projections)
+    family, structure = _family(encoder, embeddings, blocks)
     depth = len(encoder.output["encoder_outputs"])
     if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or not (
             1 <= num_layers <= depth):
