@@ -17,7 +17,7 @@ from kzoo.training.common import load_tokenizer, save_model, save_tokenizer, sta
 from kzoo.training.freezing import count_parameters, layer_groups
 from kzoo.training.losses import distillation_losses
 from kzoo.training.metrics import task_metrics
-from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation, serving_model
+from kzoo.training.recipe import AdaptationOptions, new_variables, prepare_training, save_adaptation, serving_model
 from kzoo.training.distribution import DistributionOptions
 
 
@@ -207,7 +207,7 @@ def run_classifier(run):
             metrics = {"logits": metrics}
         optimizer, adaptation_callbacks = prepare_training(
             model, run, run.learning_rate, steps, int(steps * run.warmup_proportion),
-            os.path.join(run.model_dir, "logs"))
+            os.path.join(run.model_dir, "logs"), added=new_variables(pretrained.encoder, pretrained.report))
         train_model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
                             jit_compile=static)
     trainable_parameters, total_parameters = count_parameters(model)

@@ -126,12 +126,24 @@ class AdaptationOptions:
         return kwargs
 
 
-def prepare_training(model, options, learning_rate, num_train_steps, warmup_steps, log_dir):
+def new_variables(encoder, report):
+    """The variables of `encoder` a load left at their initial values: those whose paths its
+    `LoadReport` lists as missing (none when `report` is None)."""
+    missing = set(report.missing) if report is not None else set()
+    return [v for v in encoder.weights if v.path in missing]
+
+
+def prepare_training(model, options, learning_rate, num_train_steps, warmup_steps, log_dir, added=()):
     """Freezes, regularises and builds the optimizer for `model`.
 
     Call inside the strategy scope, right after the pretrained weights are
     loaded (L2-SP anchors are taken from the encoder's values at this
-    moment, before any training or checkpoint restore).
+    moment, before any training or checkpoint restore). L2-SP anchors the
+    variables of the encoder's assignment map except those in `added`
+    (variables the load left new, `new_variables(encoder, report)`: e.g.
+    the pooler of a RoBERTa checkpoint that has none, DistilBERT's
+    `pre_classifier` from a bare DistilBertModel), which get the plain
+    `l2sp_beta` penalty like the head.
 
     Returns:
         (optimizer, callbacks): the AdamW to compile with, and the callbacks
@@ -141,7 +153,9 @@ def prepare_training(model, options, learning_rate, num_train_steps, warmup_step
     options.validate()
     if options.l2sp_alpha or options.l2sp_beta:
         # anchored: exactly the variables the checkpoint filled (adapters and LoRA are new: beta)
-        pretrained = [entry.variable for entry in encoder_entries(find_encoder(model))]
+        added = {id(v) for v in added}
+        pretrained = [entry.variable for entry in encoder_entries(find_encoder(model))
+                      if id(entry.variable) not in added]
         regularizers.apply_l2sp(model, pretrained, options.l2sp_alpha, options.l2sp_beta)
     if options.parameter_efficient:
         adaptation.enable_parameter_efficient_training(model, train_layer_norms=options.train_layer_norms)

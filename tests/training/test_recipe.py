@@ -88,3 +88,23 @@ def test_layerwise_and_gradual_unfreezing_callbacks(tiny_config, tmp_path):
     assert multipliers["transformer_layer_1/attention/query/kernel"] == 1.0
     assert multipliers["transformer_layer_0/attention/query/kernel"] == 0.5
     assert multipliers["embeddings/word_embeddings/embeddings"] == 0.25
+
+
+@pytest.mark.parametrize("family, new", [("roberta", "pooler"), ("distilbert", "pooler"), ("electra", None)])
+def test_l2sp_treats_what_the_load_added_as_new(family, new, tmp_path, tmp_path_factory):
+    """A RoBERTa masked-LM folder has no pooler and a bare DistilBERT no pre_classifier: the load adds them
+    (LoadReport.missing), so L2-SP pulls them towards zero (beta) with the head instead of anchoring them
+    at their random initial values; ELECTRA's first-token pooled output has no weights to add."""
+    from kzoo.checkpoints import load_pretrained
+    from kzoo.training.recipe import new_variables
+    from tests.family_models import tiny_family_folders
+
+    pretrained = load_pretrained(tiny_family_folders(tmp_path_factory)[family])
+    added = new_variables(pretrained.encoder, pretrained.report)
+    assert sorted(v.path for v in added) == ([f"{new}/dense/bias", f"{new}/dense/kernel"] if new else [])
+    model = models.bert_classifier(pretrained.encoder, num_classes=3)
+    prepare_training(model, AdaptationOptions(l2sp_alpha=0.5, l2sp_beta=0.1), 1e-3, 100, 10, str(tmp_path),
+                     added=added)
+    fresh = added + [v for v in model.trainable_weights if "classifier" in v.path]
+    expected = 0.1 / 2 * sum(float(np.sum(v.numpy() ** 2)) for v in fresh)
+    np.testing.assert_allclose(float(l2sp_penalty(model)), expected, rtol=1e-5)
