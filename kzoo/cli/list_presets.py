@@ -1,4 +1,4 @@
-"""List the named pretrained models kzoo knows (`kzoo.checkpoints.presets`).
+"""List the named pretrained models kzoo knows (`kzoo.presets`).
 
     kzoo-list-presets
     kzoo-list-presets --family=albert --cached
@@ -12,7 +12,7 @@ import os
 
 from absl import flags, logging
 
-from kzoo.checkpoints import presets
+from kzoo import presets
 from kzoo.cli import console
 
 flags.DEFINE_enum("family", None, list(presets.FAMILIES), "Only the presets of this family.")

