@@ -229,28 +229,38 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
                       pretrainer=model if with_heads else None, family=family, folder=folder)
 
 
-def load_masked_lm(checkpoint, config_file=None, vocab_file=None):
-    """(BertPretrainer with its MLM head loaded, BertTokenizer) from an
-    official pretraining checkpoint, a Hugging Face BertForPreTraining /
-    BertForMaskedLM folder or a `tools/run_pretraining.py` output folder
-    (WordPiece families).
+# The masked-LM head's weight names, per family, for error messages.
+_MLM_HEAD_NAMES = {"bert": "cls/predictions/*", "albert": "cls/predictions/* (HF: predictions.*)",
+                   "roberta": "lm_head.*", "xlm_roberta": "lm_head.*", "distilbert": "vocab_transform.*, "
+                   "vocab_layer_norm.*, vocab_projector.bias"}
 
-    A checkpoint without the masked-LM head (`cls/predictions/*`; e.g. a
-    sentence-embedding model such as all-MiniLM-L6-v2) raises a ValueError
-    rather than predicting with a random head.
+
+def load_masked_lm(checkpoint, config_file=None, vocab_file=None):
+    """(BertPretrainer with its MLM head loaded, the family's tokenizer) from a checkpoint
+    with a masked-LM head: an official BERT / ALBERT pretraining checkpoint, a Hugging Face
+    BertForPreTraining / BertForMaskedLM, AlbertForPreTraining / AlbertForMaskedLM,
+    RobertaForMaskedLM, XLMRobertaForMaskedLM or DistilBertForMaskedLM folder, or a
+    `kzoo-run-pretraining` output folder. `vocab_file` applies to the WordPiece families.
+
+    A checkpoint without the masked-LM head (`cls/predictions/*`, `lm_head.*`, ...; e.g. a
+    sentence-embedding model such as all-MiniLM-L6-v2) raises a ValueError rather than
+    predicting with a random head; so does ELECTRA, whose checkpoints hold a generator
+    (`load_pretrained(..., with_heads=True).pretrainer`) rather than a masked-LM head on the
+    encoder.
     """
     pretrained = load_pretrained(checkpoint, config_file=config_file, vocab_file=vocab_file, with_heads=True)
     model = pretrained.pretrainer
-    if not isinstance(model, BertPretrainer) or pretrained.vocab_file is None:
-        raise ValueError(f"{pretrained.source}: load_masked_lm fills masks with a BERT masked-LM head and a WordPiece "
-                         f"vocabulary; a {pretrained.family} checkpoint has "
+    if not isinstance(model, BertPretrainer):
+        raise ValueError(f"{pretrained.source}: load_masked_lm fills masks with a masked-LM head on the encoder; a "
+                         f"{pretrained.family} checkpoint has "
                          + ("a generator instead (use load_pretrained(..., with_heads=True).pretrainer)"
-                            if isinstance(model, ElectraPretrainer) else "another tokenizer"))
+                            if isinstance(model, ElectraPretrainer) else "none"))
     new = [p for p in pretrained.report.missing if p.startswith(model.masked_lm.path + "/")
            or p.startswith(model.masked_lm.name + "/")]
     if new:
         raise ValueError(
-            f"{pretrained.source}: no masked-LM head in this checkpoint (cls/predictions/* absent; the head's "
+            f"{pretrained.source}: no masked-LM head in this checkpoint "
+            f"({_MLM_HEAD_NAMES.get(pretrained.family, 'its masked-LM head')} absent; the head's "
             f"{len(new)} variables would be random). Train one with tools/run_pretraining.py "
             f"--init_checkpoint={pretrained.source}")
-    return model, BertTokenizer(pretrained.vocab_file, lower_case=pretrained.lower_case)
+    return model, pretrained.tokenizer

@@ -1,12 +1,17 @@
-"""Print a masked language model's top-k predictions for every [MASK] in a sentence.
+"""Print a masked language model's top-k predictions for every mask in a sentence.
 
     kzoo-fill-mask --checkpoint=/tmp/domain_bert \\
         --text="which do you [MASK] , coke or [MASK] ."
+    kzoo-fill-mask --checkpoint=roberta-base/ --text="The capital of France is <mask>."
 
---checkpoint is an official BERT pretraining checkpoint (folder or prefix with
-bert_config.json and vocab.txt; its cls/predictions head is needed), a
-Hugging Face BertForPreTraining / BertForMaskedLM folder, or a folder written
-by kzoo-run-pretraining.
+--checkpoint is a checkpoint with a masked-LM head, of any family but ELECTRA:
+an official BERT or ALBERT pretraining checkpoint (folder or prefix with its
+config and tokenizer files), a Hugging Face BertForPreTraining /
+BertForMaskedLM, AlbertForPreTraining / AlbertForMaskedLM, RobertaForMaskedLM,
+XLMRobertaForMaskedLM or DistilBertForMaskedLM folder, or a folder written by
+kzoo-run-pretraining. A mask is the family's mask token ([MASK]; <mask> for
+RoBERTa and XLM-R) or, for every family, [MASK]; predictions are shown as the
+vocabulary's pieces (##ing, \u2581paris, \u0120Paris).
 """
 
 from absl import flags, logging
@@ -18,11 +23,11 @@ from kzoo.models.pretrainer import fill_mask
 flags.DEFINE_string("checkpoint", None, "Official pretraining checkpoint folder/prefix, Hugging Face folder, or a "
                     "kzoo-run-pretraining --model_dir.")
 flags.DEFINE_string("bert_config_file", None, "bert_config.json, if not beside the checkpoint.")
-flags.DEFINE_string("vocab_file", None, "vocab.txt, if not beside the checkpoint.")
+flags.DEFINE_string("vocab_file", None, "vocab.txt, if not beside the checkpoint (WordPiece families).")
 flags.DEFINE_multi_string("text", ["which do you [MASK] , coke or [MASK] ."], "A sentence with one or more "
-                          "[MASK] tokens")  # absl adds: "; repeat this option to specify a list of values"
-flags.DEFINE_integer("top_k", 5, "Predictions shown per [MASK].")
-flags.DEFINE_integer("max_seq_length", 128, "Longest input in wordpieces, [CLS] and [SEP] included.")
+                          "masks: [MASK] (any family) or the family's mask token (<mask>)")  # absl adds: "; repeat this option to specify a list of values"
+flags.DEFINE_integer("top_k", 5, "Predictions shown per mask.")
+flags.DEFINE_integer("max_seq_length", 128, "Longest input in tokens, [CLS] and [SEP] (<s>, </s>) included.")
 flags.mark_flag_as_required("checkpoint")
 
 

@@ -23,8 +23,16 @@ Masking rule (`rule="official"`, the default), per example, as
 
 Whole-word masking (`whole_word_masking=True`, the official
 `--do_whole_word_mask`): the candidates are grouped into words, a word being a
-candidate that is not a continuation piece ("##...") followed by the
-continuation pieces after it (a continuation piece joins the previous
+candidate that is not a continuation piece followed by the continuation pieces
+after it. Which pieces continue a word is the tokenizer family's convention
+(`word_starts(tokenizer)`): WordPiece marks continuations ("##ing"),
+SentencePiece (ALBERT, XLM-R) marks word starts ("\u2581the") and byte-level BPE
+(RoBERTa) marks a leading space ("\u0120the"); every piece that does not start a
+word continues one. (A text's first word has no "\u0120" in RoBERTa's BPE, so
+there a sentence's first word joins the previous sentence's last word when
+sentences are packed one after the other: such a group is masked whole too;
+words are never split.) A continuation piece joins the previous candidate's
+word (a continuation piece joins the previous
 candidate's word even across a [SEP], as in the official code, whose
 candidate list skips [CLS]/[SEP]; a continuation piece with no candidate
 before it starts a word). The number of predictions is the same official
@@ -58,11 +66,68 @@ sequentially reproduces the same sequence of masks.
 """
 
 import keras_hub
+import numpy as np
 import tensorflow as tf
 
 from kzoo.layers.heads import IGNORE_LABEL
 
 RULES = ("official", "keras_hub")
+# The word-start conventions of kzoo's tokenizer families: (kind, marker).
+WORDPIECE = ("continuation", "##")
+SENTENCEPIECE = ("start", "\u2581")  # "▁"
+BYTE_LEVEL_BPE = ("start", "\u0120")  # "Ġ", a leading space
+
+
+def word_start_convention(tokenizer):
+    """(kind, marker) of a tokenizer's word pieces: `WORDPIECE` (`BertTokenizer`: a piece
+    starting with "##" continues a word), `SENTENCEPIECE` (`AlbertTokenizer`,
+    `XLMRobertaTokenizer`, any `SentencePieceTokenizer`: a piece starting with "▁" starts one)
+    or `BYTE_LEVEL_BPE` (`RobertaTokenizer`: a piece starting with "Ġ", a space, starts one)."""
+    from kzoo.text import BertTokenizer, RobertaTokenizer, SentencePieceTokenizer
+
+    if isinstance(tokenizer, BertTokenizer):
+        return WORDPIECE
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        return SENTENCEPIECE
+    if isinstance(tokenizer, RobertaTokenizer):
+        return BYTE_LEVEL_BPE
+    raise ValueError(f"no word-start convention known for a {type(tokenizer).__name__}; kzoo knows BertTokenizer "
+                     "(WordPiece), SentencePieceTokenizer (ALBERT, XLM-R) and RobertaTokenizer (byte-level BPE)")
+
+
+def vocabulary_tokens(tokenizer):
+    """The token string of every id `[0, vocab_size)` of a kzoo tokenizer ("" for an id that a
+    vocab.json leaves out)."""
+    vocabulary = tokenizer.vocabulary
+    if isinstance(vocabulary, dict):  # RobertaTokenizer: {token: id}
+        tokens = [""] * tokenizer.vocab_size
+        for token, index in vocabulary.items():
+            tokens[index] = token
+        return tokens
+    return list(vocabulary)
+
+
+def word_starts(tokenizer):
+    """A numpy bool table over the vocabulary [vocab_size]: whether each piece starts a word, by
+    the tokenizer family's convention (`word_start_convention`): WordPiece, every piece but the
+    "##" ones; SentencePiece, the pieces starting with "▁"; byte-level BPE, those starting with
+    "Ġ". Special tokens follow the same rule; they are never masking candidates anyway.
+
+    >>> from kzoo.text import BertTokenizer
+    >>> word_starts(BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"])).tolist()
+    [True, True, True, True, True, True, False]
+    """
+    kind, marker = word_start_convention(tokenizer)
+    marked = np.array([token.startswith(marker) for token in vocabulary_tokens(tokenizer)], bool)
+    return ~marked if kind == "continuation" else marked
+
+
+def special_token_ids(tokenizer):
+    """Sorted ids never masked: the tokenizer's `special_token_ids` where it has them (ALBERT,
+    XLM-R, RoBERTa: `<s>`/`</s>`/`<pad>`/`<mask>`, ...) and always its cls, sep and pad ids."""
+    ids = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+    ids.update(int(i) for i in getattr(tokenizer, "special_token_ids", ()))
+    return sorted(int(i) for i in ids)
 
 
 class MLMMasker:
@@ -100,8 +165,9 @@ class MLMMasker:
             (`keras_hub.layers.MaskedLMMaskGenerator`, ceil count).
         whole_word_masking: select whole words (rule "official" only; see the
             module docstring). `from_tokenizer` fills in the continuation ids.
-        continuation_token_ids: ids of the "##" wordpieces (needed with
-            `whole_word_masking`).
+        continuation_token_ids: ids of the pieces that continue a word (the
+            "##" wordpieces; for SentencePiece and byte-level BPE every piece
+            not starting with "▁" / "Ġ"); needed with `whole_word_masking`.
 
     Example:
     >>> masker = MLMMasker(vocab_size=100, mask_token_id=4, special_token_ids=[0, 2, 3],
@@ -132,7 +198,8 @@ class MLMMasker:
             if rule != "official":
                 raise ValueError("whole_word_masking applies only to rule='official'")
             if continuation_token_ids is None:
-                raise ValueError("whole_word_masking needs continuation_token_ids (the ids of the '##' wordpieces); "
+                raise ValueError("whole_word_masking needs continuation_token_ids (the ids of the pieces that continue "
+                                 "a word, e.g. the '##' wordpieces); "
                                  "MLMMasker.from_tokenizer(tokenizer, whole_word_masking=True) finds them")
             continuation_token_ids = sorted({int(i) for i in continuation_token_ids})
             if continuation_token_ids and not (0 <= continuation_token_ids[0] and
@@ -174,13 +241,15 @@ class MLMMasker:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, whole_word_masking=False, **kwargs):
-        """A masker with the vocabulary size and [MASK]/[CLS]/[SEP]/[PAD] ids of
-        a `kzoo.text.BertTokenizer` (and, with `whole_word_masking`, the ids of
-        its "##" wordpieces as `continuation_token_ids`)."""
-        special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+        """A masker with the vocabulary size, mask id and special ids of any
+        kzoo tokenizer (`BertTokenizer`: [CLS]/[SEP]/[PAD]; the others: their
+        `special_token_ids` too, e.g. RoBERTa's `<s>`, `</s>`, `<pad>`,
+        `<mask>`: see `special_token_ids`), and with `whole_word_masking` the
+        ids of the pieces that continue a word by the family's convention
+        (`word_starts`) as `continuation_token_ids`."""
+        special = special_token_ids(tokenizer)
         if whole_word_masking and kwargs.get("continuation_token_ids") is None:
-            kwargs["continuation_token_ids"] = [i for i, token in enumerate(tokenizer.vocabulary)
-                                                if token.startswith("##")]
+            kwargs["continuation_token_ids"] = np.flatnonzero(~word_starts(tokenizer)).tolist()
         return cls(tokenizer.vocab_size, tokenizer.mask_token_id, special, whole_word_masking=whole_word_masking,
                    **kwargs)
 

@@ -6,9 +6,12 @@ Raw text -> documents -> instances -> masked batches:
   between documents); `split_sentences`, `squad_documents` and `write_documents` turn other
   text (e.g. SQuAD contexts) into that format.
 - `create_instances`: the official `create_instances_from_document` in Python with a seeded
-  `random.Random`, on wordpiece ids from one batched call of a `kzoo.text.BertTokenizer`:
-  packed `[CLS] A [SEP] B [SEP]` rows with next-sentence labels (1 = random next, as the
-  official `is_random_next`), or single segments `[CLS] A [SEP]` without NSP (RoBERTa style).
+  `random.Random`, on token ids from one batched call of any kzoo tokenizer (WordPiece,
+  SentencePiece, byte-level BPE), packed by the family's packer (`BertPacker.from_tokenizer`):
+  `[CLS] A [SEP] B [SEP]` (RoBERTa / XLM-R: `<s> A </s></s> B </s>`) rows with
+  next-sentence labels (1 = random next, as the official `is_random_next`) or, with
+  `sop=True`, google-research/albert's sentence-order labels (1 = A and B swapped), or single
+  segments `[CLS] A [SEP]` (`<s> A </s>`) without a pair objective (RoBERTa style).
 - `pretraining_dataset`: batches masked on the fly by a `kzoo.data.MLMMasker` (dynamic
   masking: a fresh mask on every pass), as `(features, labels)` for a BERT pre-training model.
 - `write_pretraining_tfrecords` / `pretraining_tfrecord_dataset`: masked instances written
@@ -44,6 +47,7 @@ import tensorflow as tf
 
 from kzoo import io as kzoo_io
 from kzoo.layers.heads import IGNORE_LABEL
+from kzoo.text.packing import BertPacker
 
 INSTANCE_KEYS = ("input_word_ids", "input_mask", "input_type_ids", "next_sentence_labels")
 # Feature names and kinds of google-research/bert's TFRecords (write_instance_to_example_files).
@@ -203,7 +207,7 @@ def write_documents(documents, path):
 # --- Instances ---------------------------------------------------------------------------------
 
 def _tokenize_documents(documents, tokenizer, chunk=8192):
-    """Wordpiece id lists of every sentence (batched tokenizer calls); sentences without
+    """Token id lists of every sentence (batched tokenizer calls); sentences without
     wordpieces and then empty documents are dropped, as official."""
     sentences, owner = [], []
     for index, document in enumerate(documents):
@@ -233,9 +237,10 @@ def _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
             longer.pop()
 
 
-def _document_instances(documents, index, max_num_tokens, short_seq_prob, nsp, rng):
-    """(tokens_a, tokens_b or None, is_random_next) of one document, as the official
-    `create_instances_from_document`."""
+def _document_instances(documents, index, max_num_tokens, short_seq_prob, nsp, rng, sop=False):
+    """(tokens_a, tokens_b or None, label) of one document, as the official
+    `create_instances_from_document` (google-research/albert's with `sop`: the label says
+    whether A and B were swapped)."""
     document = documents[index]
     target = max_num_tokens
     if rng.random() < short_seq_prob:
@@ -252,7 +257,7 @@ def _document_instances(documents, index, max_num_tokens, short_seq_prob, nsp, r
             else:
                 a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
                 tokens_a = [t for segment in chunk[:a_end] for t in segment]
-                if len(chunk) == 1 or rng.random() < 0.5:
+                if len(chunk) == 1 or (not sop and rng.random() < 0.5):
                     is_random_next = True
                     other = rng.randint(0, len(documents) - 2)  # uniform over the other documents
                     other += other >= index
@@ -263,6 +268,10 @@ def _document_instances(documents, index, max_num_tokens, short_seq_prob, nsp, r
                         if len(tokens_b) >= target - len(tokens_a):
                             break
                     i -= len(chunk) - a_end  # put the unused segments back
+                elif sop and rng.random() < 0.5:  # ALBERT: the two halves swapped
+                    is_random_next = True
+                    tokens_b = [t for segment in chunk[a_end:] for t in segment]
+                    tokens_a, tokens_b = tokens_b, tokens_a
                 else:
                     is_random_next = False
                     tokens_b = [t for segment in chunk[a_end:] for t in segment]
@@ -273,39 +282,71 @@ def _document_instances(documents, index, max_num_tokens, short_seq_prob, nsp, r
     return instances
 
 
+def _special_counts(packer):
+    """(special tokens around one segment, around a pair) that `packer` adds: packs empty rows."""
+    packer = type(packer)(seq_length=64, cls_id=packer.cls_id, sep_id=packer.sep_id, pad_id=packer.pad_id)
+    empty = tf.ragged.constant([[]], dtype=tf.int32)
+    single = int(tf.reduce_sum(packer(empty)["input_mask"]))
+    pair = int(tf.reduce_sum(packer((empty, empty))["input_mask"]))
+    return single, pair
+
+
+def _ragged(rows):
+    """int32 RaggedTensor [len(rows), (tokens)] of lists of ids."""
+    lengths = np.array([len(r) for r in rows], np.int64)
+    flat = np.fromiter((t for r in rows for t in r), np.int32, count=int(lengths.sum()))
+    return tf.RaggedTensor.from_row_lengths(flat, lengths)
+
+
 def create_instances(documents, tokenizer, max_seq_length=128, short_seq_prob=0.1, nsp=True, dupe_factor=1,
-                     seed=12345):
+                     seed=12345, sop=False, packer=None):
     """Pre-training instances with the official `create_instances_from_document` rules.
 
     Every sentence is tokenized once (batched); then, with a `random.Random(seed)`, the
     documents are shuffled and, `dupe_factor` times, each document is cut into chunks of
-    whole sentences of about a target length (`max_seq_length - 3`, or with probability
-    `short_seq_prob`, drawn per document, `randint(2, max_seq_length - 3)`). With `nsp`, a
-    chunk of >= 2 sentences is split at a random sentence boundary into A and B; with
-    probability 1/2 (always for a single-sentence chunk) B is replaced by sentences from a
-    random other document, starting at a random sentence, and the unused sentences of the
-    chunk are put back. The pair is truncated to `max_seq_length - 3` tokens as the official
-    `truncate_seq_pair`. Without `nsp` (RoBERTa style) each chunk is one segment truncated to
-    `max_seq_length - 2`. Instances are shuffled at the end. See the module docstring for
-    the details kept from, and the differences with, the official script.
+    whole sentences of about a target length (the pair budget `max_seq_length - 3` for BERT's
+    packing, `- 4` for RoBERTa's, or with probability `short_seq_prob`, drawn per document,
+    `randint(2, budget)`). With `nsp`, a chunk of >= 2 sentences is split at a random sentence
+    boundary into A and B; with probability 1/2 (always for a single-sentence chunk) B is
+    replaced by sentences from a random other document, starting at a random sentence, and the
+    unused sentences of the chunk are put back. With `sop` (google-research/albert's
+    sentence-order prediction) a chunk of >= 2 sentences keeps its own B and, with probability
+    1/2, A and B are swapped (label 1); a single-sentence chunk still gets a random next
+    segment (label 1), as ALBERT's script does. The pair is truncated to the budget as the
+    official `truncate_seq_pair`. Without `nsp` (RoBERTa style) each chunk is one segment
+    truncated to the single-segment budget (`max_seq_length - 2`). Instances are shuffled at
+    the end. See the module docstring for the details kept from, and the differences with,
+    the official script.
 
     Args:
         documents: list of documents, each a list of sentence strings (`read_documents`).
-        tokenizer: a `kzoo.text.BertTokenizer` ([UNK] pieces are kept).
+        tokenizer: any kzoo tokenizer (`BertTokenizer`, `AlbertTokenizer`,
+            `XLMRobertaTokenizer`, `RobertaTokenizer`; unknown pieces are kept).
         max_seq_length: L, the packed length.
         short_seq_prob: probability of a short target length (per document and pass).
-        nsp: make sentence pairs with next-sentence labels (needs >= 2 documents).
+        nsp: make sentence pairs with labels (needs >= 2 documents).
         dupe_factor: passes over the documents, each with new random draws.
         seed: seed of the `random.Random`.
+        sop: with `nsp`, the pair label is ALBERT's sentence order instead of next sentence.
+        packer: how rows are packed; default the family's (`BertPacker.from_tokenizer`:
+            `RobertaPacker` for RoBERTa and XLM-R).
 
     Returns:
         A dict of numpy int32 arrays: `input_word_ids`, `input_mask`, `input_type_ids`, each
         [N, L] (`[CLS] A [SEP] B [SEP]` or `[CLS] A [SEP]`, then [PAD]; type 1 on B and its
-        [SEP]), and with `nsp` `next_sentence_labels` [N] (1: B is a random next).
+        [SEP]; RoBERTa / XLM-R: `<s> A </s></s> B </s>`, `<pad>`, type 0 everywhere), and with
+        `nsp` `next_sentence_labels` [N] (1: B is a random next, or with `sop` swapped).
     """
-    max_num_tokens = max_seq_length - (3 if nsp else 2)
+    if sop and not nsp:
+        raise ValueError("sop (sentence-order prediction) makes sentence pairs: it needs nsp=True")
+    packer = packer if packer is not None else BertPacker.from_tokenizer(tokenizer, max_seq_length)
+    if packer.seq_length != max_seq_length:
+        raise ValueError(f"packer.seq_length {packer.seq_length} != max_seq_length {max_seq_length}")
+    single_specials, pair_specials = _special_counts(packer)
+    max_num_tokens = max_seq_length - (pair_specials if nsp else single_specials)
     if max_num_tokens < 2:
-        raise ValueError(f"max_seq_length {max_seq_length} is too small: it must be >= {5 if nsp else 4}")
+        raise ValueError(f"max_seq_length {max_seq_length} is too small: it must be >= "
+                         f"{(pair_specials if nsp else single_specials) + 2}")
     if not 0.0 <= short_seq_prob <= 1.0:
         raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
     if dupe_factor < 1:
@@ -319,23 +360,17 @@ def create_instances(documents, tokenizer, max_seq_length=128, short_seq_prob=0.
     pairs = []
     for _ in range(dupe_factor):
         for index in range(len(tokenized)):
-            pairs.extend(_document_instances(tokenized, index, max_num_tokens, short_seq_prob, nsp, rng))
+            pairs.extend(_document_instances(tokenized, index, max_num_tokens, short_seq_prob, nsp, rng, sop=sop))
     rng.shuffle(pairs)
 
-    cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    word_ids = np.full([len(pairs), max_seq_length], pad_id, np.int32)
-    input_mask = np.zeros([len(pairs), max_seq_length], np.int32)
-    type_ids = np.zeros([len(pairs), max_seq_length], np.int32)
-    labels = np.zeros([len(pairs)], np.int32)
-    for row, (tokens_a, tokens_b, is_random_next) in enumerate(pairs):
-        tokens = [cls_id, *tokens_a, sep_id]
-        if tokens_b is not None:
-            tokens += [*tokens_b, sep_id]
-        word_ids[row, :len(tokens)] = tokens
-        input_mask[row, :len(tokens)] = 1
-        type_ids[row, len(tokens_a) + 2:len(tokens)] = 1
-        labels[row] = is_random_next
-    instances = {"input_word_ids": word_ids, "input_mask": input_mask, "input_type_ids": type_ids}
+    labels = np.array([label for _, _, label in pairs], np.int32)
+    if pairs:
+        first = _ragged([a for a, _, _ in pairs])
+        segments = (first, _ragged([b for _, b, _ in pairs])) if nsp else first
+        packed = {k: v.numpy().astype(np.int32) for k, v in packer(segments).items()}
+    else:
+        packed = {k: np.zeros([0, max_seq_length], np.int32) for k in INSTANCE_KEYS[:3]}
+    instances = {k: packed[k] for k in INSTANCE_KEYS[:3]}
     if nsp:
         instances["next_sentence_labels"] = labels
     return instances

@@ -13,6 +13,8 @@ the real masked positions only (targets `-100` in padding slots, the
 accuracy.
 """
 
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -241,36 +243,66 @@ def compile_pretrainer(model, optimizer, **kwargs):
 MASK = "[MASK]"
 
 
-def fill_mask(model, tokenizer, texts, top_k=5, max_seq_length=128):
-    """Top-k predictions of a masked-LM for every `[MASK]` in each text.
+def mask_markers(tokenizer):
+    """The strings `fill_mask` reads as a mask in a text: the tokenizer's own mask token
+    (`[MASK]`; RoBERTa's and XLM-R's `<mask>`) and, for every family, `[MASK]`."""
+    own = tokenizer.ids_to_tokens(tf.constant([tokenizer.mask_token_id])).numpy()[0].decode("utf-8")
+    return tuple(dict.fromkeys([own, MASK]))
 
-    `[MASK]` is matched literally (it is not lower-cased or split); the text
-    around it is tokenized by `tokenizer` (a `kzoo.text.BertTokenizer`). Each
-    text is packed alone as `[CLS] tokens [SEP]`.
+
+def _mask_ids(tokenizer, text, markers):
+    """`text` -> ids without special tokens, the mask id at every marker. The tokenizers do not
+    recognise special strings, so the text is split around the markers and each piece is
+    tokenized alone; whitespace before a marker is dropped (the mask token absorbs it, as
+    transformers' `<mask>` / `[MASK]` with `lstrip=True` do), the space after one is kept (it
+    makes RoBERTa's next word "Ġword")."""
+    pattern = "|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))
+    pieces = re.split(pattern, text)
+    if len(pieces) < 2:
+        raise ValueError(f"no mask in {text!r}: mark each one with {' or '.join(markers)}")
+    ids = []
+    for i, piece in enumerate(pieces):
+        if i:
+            ids.append(tokenizer.mask_token_id)
+        if i < len(pieces) - 1:
+            piece = piece.rstrip()
+        if piece.strip():
+            ids.extend(int(t) for t in tokenizer(tf.constant([piece]))[0].numpy())
+    return ids
+
+
+def fill_mask_ids(tokenizer, text):
+    """The packed ids `fill_mask` runs the model on for one text: `[CLS] ... [SEP]` (`<s> ...
+    </s>`) with the mask id at every mask marker (`mask_markers`)."""
+    return [tokenizer.cls_token_id, *_mask_ids(tokenizer, text, mask_markers(tokenizer)), tokenizer.sep_token_id]
+
+
+def fill_mask(model, tokenizer, texts, top_k=5, max_seq_length=128):
+    """Top-k predictions of a masked-LM for every mask in each text, for any family.
+
+    A mask is the tokenizer's mask token (`[MASK]`; `<mask>` for RoBERTa and
+    XLM-R) or, for every family, `[MASK]`, matched literally (not lower-cased
+    or split); the text around it is tokenized by `tokenizer` (any kzoo
+    tokenizer; whitespace before a mask is dropped, see `_mask_ids`). Each
+    text is packed alone by the family's layout: `[CLS] tokens [SEP]` or
+    `<s> tokens </s>`.
 
     Args:
-        model: a `BertPretrainer` (heads loaded from a pretraining checkpoint).
+        model: a `BertPretrainer` (heads loaded from a pretraining checkpoint;
+            `kzoo.checkpoints.load_masked_lm`).
         tokenizer: the checkpoint's tokenizer.
-        texts: strings, each with at least one `[MASK]`.
+        texts: strings, each with at least one mask.
         top_k: predictions per mask.
         max_seq_length: longest packed input.
 
     Returns:
         One list per text, one entry per mask (in order): a list of
-        `(token, probability)` pairs, most likely first.
+        `(token, probability)` pairs, most likely first; tokens are the
+        vocabulary's pieces ("##ing", "\u2581paris", "\u0120Paris").
     """
     rows = []
     for text in texts:
-        pieces = text.split(MASK)
-        if len(pieces) < 2:
-            raise ValueError(f"no {MASK} in {text!r}")
-        ids = [tokenizer.cls_token_id]
-        for i, piece in enumerate(pieces):
-            if i:
-                ids.append(tokenizer.mask_token_id)
-            if piece.strip():
-                ids.extend(int(t) for t in tokenizer(tf.constant(piece)).numpy())
-        ids.append(tokenizer.sep_token_id)
+        ids = fill_mask_ids(tokenizer, text)
         if len(ids) > max_seq_length:
             raise ValueError(f"{text[:60]!r}...: {len(ids)} tokens exceed max_seq_length {max_seq_length}")
         rows.append(ids)
@@ -287,7 +319,7 @@ def fill_mask(model, tokenizer, texts, top_k=5, max_seq_length=128):
     for i, r in enumerate(rows):
         per_text = []
         for position in [p for p, t in enumerate(r) if t == tokenizer.mask_token_id]:
-            order = np.argsort(-probs[i, position])[:top_k]
+            order = np.argsort(-probs[i, position], kind="stable")[:top_k]
             tokens = [t.decode("utf-8") for t in tokenizer.ids_to_tokens(order).numpy()]
             per_text.append([(tok, float(probs[i, position, j])) for tok, j in zip(tokens, order)])
         results.append(per_text)

@@ -1,14 +1,35 @@
-"""Pretrain, or continue pretraining, a BERT encoder on raw text.
+"""Pretrain, or continue pretraining, an encoder of any kzoo family on raw text.
 
 The workflow of google-research/bert's `create_pretraining_data.py` +
 `run_pretraining.py` in one call: documents of raw text (one sentence per
-line, a blank line between documents) become NSP pairs (or single segments,
-RoBERTa-style), masked on the fly in tf.data, and train a `bert_pretrainer`
-(masked LM + next-sentence prediction) or ELECTRA's replaced-token detection.
-The result is written as an official checkpoint folder (`bert_config.json`,
-`vocab.txt`, `bert_model.ckpt.*` with the `cls/*` heads) that
-`kzoo.checkpoints.load_pretrained`, the fine-tuning scripts and
-`tools/fill_mask.py` read.
+line, a blank line between documents) become sentence pairs (or single
+segments, RoBERTa-style), masked on the fly in tf.data, and train a
+`bert_pretrainer` (masked LM + a sentence-pair head) or ELECTRA's
+replaced-token detection.
+
+Families (`init_checkpoint` of any family `kzoo.checkpoints.load_pretrained`
+reads; its tokenizer, packer, special ids and word-start convention are used):
+
+| family | objective "bert" | pair head (`nsp`) | output folder |
+|---|---|---|---|
+| BERT | MLM (+ NSP) | next-sentence prediction | official: bert_config.json, bert_model.ckpt.* (cls/*) |
+| ALBERT | MLM (+ SOP) | sentence-order prediction (google-research/albert's pairs: A and B swapped half of the time), on the checkpoint's SOP head | official: albert_config.json, bert_model.ckpt.* (ALBERT's names) |
+| RoBERTa, XLM-R, DistilBERT | MLM only (single segments, `<s> A </s>` / `[CLS] A [SEP]`; `nsp` is ignored, with a log line) | none | Hugging Face: config.json, model.safetensors (the init folder's weight names) |
+| ELECTRA | refused: use objective "electra" | - | official, generator and heads included |
+
+With objective "electra", an ELECTRA checkpoint continues with its own
+generator when it has one (official checkpoints; an HF ElectraForPreTraining
+folder holds only the discriminator and its head, so the generator starts
+new, sized by `generator_num_layers`); another family's encoder gets a new
+generator, and only the encoder (discriminator) is saved, as before.
+
+Every output folder also holds the tokenizer (`kzoo.training.common.
+save_tokenizer`: the family's files and `tokenizer.json`, which
+`load_tokenizer` reads) and a `tokenizer_config.json` with the casing options,
+so `kzoo.checkpoints.load_pretrained(model_dir)`, `load_masked_lm` and the
+fine-tuning commands read it back. From scratch (`bert_config_file` +
+`vocab_file`) is WordPiece only; SentencePiece / BPE tokenizer files from
+scratch are not supported yet.
 """
 
 import dataclasses
@@ -22,6 +43,8 @@ from absl import logging
 
 from kzoo import io as kzoo_io
 from kzoo import checkpoints, configs, data, models, text
+from kzoo.checkpoints import mapping
+from kzoo.checkpoints.hf import weights_file
 from kzoo.checkpoints.official import CHECKPOINT_NAME, save_official_bert
 from kzoo.data import pretraining as pretraining_data
 from kzoo.data.masking import MLMMasker
@@ -32,6 +55,10 @@ from kzoo.training.distribution import DistributionOptions
 
 OBJECTIVES = ("bert", "electra")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
+# Families pretrained with masked LM only (no sentence-pair head), saved as Hugging Face folders.
+MLM_ONLY_FAMILIES = ("roberta", "xlm_roberta", "distilbert")
+WORDPIECE_FAMILIES = ("bert", "electra", "distilbert")
+HF_WEIGHTS = "model.safetensors"
 
 
 @dataclasses.dataclass
@@ -46,17 +73,22 @@ class PretrainingRun(DistributionOptions):
         eval_files: held-out files of the same kind; without them (raw text
             only) a seeded `validation_fraction` of the documents is held out.
         validation_fraction: share of documents held out.
-        init_checkpoint: official folder / prefix, HF folder or "minilm" to
-            continue from (its `cls/*` heads too, when it has them); empty to
-            start from scratch (then `bert_config_file` and `vocab_file`).
-        bert_config_file, vocab_file: the model's config and vocabulary
-            (override those beside init_checkpoint).
+        init_checkpoint: official folder / prefix, HF folder (BERT, ALBERT,
+            ELECTRA, RoBERTa, XLM-R, DistilBERT), preset or "minilm" to
+            continue from (its pretraining heads too, when it has them; see
+            the module docstring); empty to start from scratch (then
+            `bert_config_file` and `vocab_file`).
+        bert_config_file, vocab_file: the model's config and WordPiece
+            vocabulary (override those beside init_checkpoint; `vocab_file`
+            only for the WordPiece families).
         lower_case: from scratch: whether the vocabulary is uncased.
-        objective: "bert" (masked LM, + NSP with `nsp`) or "electra"
-            (replaced-token detection with a small generator sharing the
-            embeddings; no NSP).
-        nsp: next-sentence prediction (False: RoBERTa-style MLM only, single
-            segments).
+        objective: "bert" (masked LM, + the pair head with `nsp`) or
+            "electra" (replaced-token detection with a small generator sharing
+            the embeddings; no pair head).
+        nsp: the sentence-pair objective: next-sentence prediction, for
+            ALBERT sentence-order prediction (False: RoBERTa-style MLM only,
+            single segments). Ignored (MLM only) for RoBERTa, XLM-R and
+            DistilBERT.
         max_seq_length, max_predictions_per_seq, masked_lm_prob,
         short_seq_prob, dupe_factor, whole_word_masking: the official
             create_pretraining_data options (`dupe_factor` copies of the
@@ -130,36 +162,145 @@ def _is_tfrecord(paths):
     return kinds.pop()
 
 
-def build_model(run):
-    """(model, encoder, tokenizer, config, vocab_file, lower_case, report):
-    the pretraining model, from init_checkpoint or from scratch."""
-    nsp = run.nsp and run.objective == "bert"
-    if run.init_checkpoint:
-        pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
-                                                 vocab_file=run.vocab_file, with_heads=run.objective == "bert",
-                                                 nsp=nsp)
-        encoder, config, vocab_file = pretrained.encoder, pretrained.config, pretrained.vocab_file
-        lower_case, report = pretrained.lower_case, pretrained.report
-        model = pretrained.pretrainer
-    else:
-        config = configs.BertConfig.from_json_file(run.bert_config_file)
-        encoder = models.bert_encoder(config)
-        vocab_file, lower_case, report = run.vocab_file, run.lower_case, None
-        model = pretrainer_lib.bert_pretrainer(encoder, nsp=nsp) if run.objective == "bert" else None
-    if run.objective == "electra":
+@dataclasses.dataclass
+class BuiltModel:
+    """What `build_model` returns."""
+
+    model: object  # BertPretrainer or ElectraPretrainer
+    encoder: object
+    tokenizer: object
+    config: configs.BertConfig
+    family: str
+    pair: bool  # a sentence-pair head trains (NSP; for ALBERT SOP)
+    sop: bool  # the pairs are ALBERT's sentence-order ones
+    report: object = None  # LoadReport of init_checkpoint
+    pretrained: object = None  # the `Pretrained` of init_checkpoint
+
+    def __iter__(self):  # the tuple earlier versions returned
+        vocab_file = self.pretrained.vocab_file if self.pretrained is not None else None
+        lower_case = getattr(self.tokenizer, "lower_case", None)
+        return iter((self.model, self.encoder, self.tokenizer, self.config, vocab_file, lower_case, self.report))
+
+
+def _copy_weights(source_layer, target_layer):
+    target_layer.set_weights(source_layer.get_weights())
+
+
+def _new_paths(layer):
+    return [v.path for v in layer.weights]
+
+
+def _pair_head(run, family):
+    """(pair head trains, pairs are sentence-order) for a family, with a log line when `nsp` is
+    overruled or means SOP."""
+    if not (run.nsp and run.objective == "bert"):
+        return False, False
+    if family in MLM_ONLY_FAMILIES:
+        logging.info("%s was pretrained with masked LM only: continuing with masked LM only, single segments "
+                     "(nsp ignored)", family)
+        return False, False
+    if family == "albert":
+        logging.info("albert: the pair objective is sentence-order prediction (ALBERT's SOP: consecutive "
+                     "segments, swapped half of the time) on the checkpoint's sentence-order head")
+        return True, True
+    return True, False
+
+
+def _bert_objective(run, pretrained):
+    """The BertPretrainer of a loaded checkpoint, its pair head as the family and `nsp` want."""
+    family, encoder = pretrained.family, pretrained.encoder
+    if family == "electra":
+        raise ValueError(f"{run.init_checkpoint}: an ELECTRA checkpoint continues with objective='electra' (its "
+                         "generator and discriminator heads); masked LM on ELECTRA's discriminator is not offered")
+    pair, sop = _pair_head(run, family)
+    model, report = pretrained.pretrainer, pretrained.report
+    if model.nsp != pair:  # the checkpoint has a pair head we drop, or lacks one we add
+        rebuilt = pretrainer_lib.bert_pretrainer(encoder, nsp=pair)
+        _copy_weights(model.masked_lm, rebuilt.masked_lm)
+        if pair:
+            added = _new_paths(rebuilt.next_sentence)
+            report.missing = list(report.missing) + [p for p in added if p not in report.missing]
+            logging.info("%s has no %s head: a new one is trained", run.init_checkpoint,
+                         "sentence-order" if sop else "next-sentence")
+        model = rebuilt
+    return model, pair, sop
+
+
+def _electra_objective(run, pretrained):
+    """The ElectraPretrainer: an ELECTRA checkpoint's own (generator and heads) when it has a
+    generator, else a new generator (ELECTRA's discriminator head kept when loaded)."""
+    encoder = pretrained.encoder
+    options = dict(generator_num_layers=run.generator_num_layers or None,
+                   discriminator_weight=run.discriminator_weight, seed=run.seed)
+    if pretrained.family != "electra":
         from kzoo.models.electra import electra_pretrainer
 
-        model = electra_pretrainer(encoder, generator_num_layers=run.generator_num_layers or None,
-                                   discriminator_weight=run.discriminator_weight, seed=run.seed)
-    tokenizer = text.BertTokenizer(vocab_file, lower_case=lower_case)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"{vocab_file}: {tokenizer.vocab_size} entries, but the config has vocab_size "
+        return electra_pretrainer(encoder, **options)
+    model = pretrained.pretrainer
+    missing = set(pretrained.report.missing)
+    if model.generator_head.output_bias.path not in missing:
+        model.discriminator_weight = float(run.discriminator_weight)
+        if run.generator_num_layers:
+            logging.info("generator_num_layers=%d ignored: the checkpoint's generator (%d layers) continues",
+                         run.generator_num_layers, model.generator_num_layers)
+        return model
+    from kzoo.models.electra import electra_pretrainer
+
+    logging.info("%s holds no ELECTRA generator (a Hugging Face ElectraForPreTraining folder has only the "
+                 "discriminator): a new generator is trained", run.init_checkpoint)
+    rebuilt = electra_pretrainer(encoder, **options)
+    if not missing.intersection(_new_paths(model.rtd_dense) + _new_paths(model.rtd_logit)):
+        _copy_weights(model.rtd_dense, rebuilt.rtd_dense)
+        _copy_weights(model.rtd_logit, rebuilt.rtd_logit)
+    return rebuilt
+
+
+def build_model(run):
+    """The pretraining model, from init_checkpoint (any family) or from scratch (BERT,
+    WordPiece), as a `BuiltModel` (which also unpacks as the earlier tuple `(model, encoder,
+    tokenizer, config, vocab_file, lower_case, report)`)."""
+    if run.init_checkpoint:
+        pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
+                                                 vocab_file=run.vocab_file, with_heads=True)
+        family, encoder, config = pretrained.family, pretrained.encoder, pretrained.config
+        if run.vocab_file and family not in WORDPIECE_FAMILIES:
+            raise ValueError(f"vocab_file {run.vocab_file}: a WordPiece vocabulary, but {run.init_checkpoint} is a "
+                             f"{family} checkpoint, whose tokenizer comes from its own folder's files")
+        if run.objective == "bert":
+            model, pair, sop = _bert_objective(run, pretrained)
+        else:
+            model, pair, sop = _electra_objective(run, pretrained), False, False
+        tokenizer, report = pretrained.tokenizer, pretrained.report
+    else:
+        config = configs.BertConfig.from_json_file(run.bert_config_file)
+        family = config.family
+        if family not in WORDPIECE_FAMILIES:
+            raise ValueError(f"{run.bert_config_file}: a {family} config; from scratch kzoo pretrains the WordPiece "
+                             f"families only (vocab_file); continue a {family} checkpoint with init_checkpoint")
+        encoder = models.bert_encoder(config)
+        pair, sop = _pair_head(run, family)
+        if run.objective == "bert":
+            model = pretrainer_lib.bert_pretrainer(encoder, nsp=pair)
+        else:
+            from kzoo.models.electra import electra_pretrainer
+
+            model = electra_pretrainer(encoder, generator_num_layers=run.generator_num_layers or None,
+                                       discriminator_weight=run.discriminator_weight, seed=run.seed)
+        tokenizer, report, pretrained = text.BertTokenizer(run.vocab_file, lower_case=run.lower_case), None, None
+    source = run.vocab_file or run.init_checkpoint
+    if tokenizer.vocab_size > config.vocab_size or (pretrained is None and tokenizer.vocab_size != config.vocab_size):
+        raise ValueError(f"{source}: {tokenizer.vocab_size} entries, but the config has vocab_size "
                          f"{config.vocab_size}")
-    return model, encoder, tokenizer, config, vocab_file, lower_case, report
+    if tokenizer.vocab_size < config.vocab_size:
+        logging.info("the tokenizer has %d ids, the model's vocabulary %d: the extra rows are never input",
+                     tokenizer.vocab_size, config.vocab_size)
+    return BuiltModel(model, encoder, tokenizer, config, family, pair, sop, report, pretrained)
 
 
-def make_datasets(run, tokenizer, nsp, static=False):
-    """(train dataset, eval dataset or None, number of training instances)."""
+def make_datasets(run, tokenizer, nsp, static=False, sop=False):
+    """(train dataset, eval dataset or None, number of training instances), for any kzoo
+    tokenizer: its family's packing, special ids (never masked) and word-start convention
+    (whole-word masking); `nsp` makes sentence pairs, with `sop` ALBERT's sentence-order ones."""
     masker = MLMMasker.from_tokenizer(tokenizer, masked_lm_prob=run.masked_lm_prob,
                                       max_predictions_per_seq=run.max_predictions_per_seq, seed=run.seed,
                                       count_special_tokens=True, whole_word_masking=run.whole_word_masking)
@@ -200,7 +341,7 @@ def make_datasets(run, tokenizer, nsp, static=False):
         documents = [documents[i] for i in sorted(order[held:])]
     else:
         eval_documents = []
-    options = dict(max_seq_length=run.max_seq_length, short_seq_prob=run.short_seq_prob, nsp=nsp)
+    options = dict(max_seq_length=run.max_seq_length, short_seq_prob=run.short_seq_prob, nsp=nsp, sop=sop and nsp)
     instances = pretraining_data.create_instances(documents, tokenizer, dupe_factor=run.dupe_factor, seed=run.seed,
                                                   **options)
     train = pretraining_data.pretraining_dataset(instances, masker, run.train_batch_size, nsp=nsp, shuffle=True,
@@ -217,37 +358,119 @@ def make_datasets(run, tokenizer, nsp, static=False):
     return train, evaluation, n
 
 
-class SaveOfficialCheckpoint(keras.callbacks.Callback):
-    """Writes `<folder>/bert_model.ckpt` (official names, atomically) after
-    every epoch, so an interrupted run leaves its last complete checkpoint."""
+def _hf_names(reference_folder, family):
+    """{canonical name: [(HF weight name, transpose?)]} of the weights in a Hugging Face folder."""
+    path = weights_file(reference_folder)
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
 
-    def __init__(self, model_to_save, folder):
+        with safe_open(path, framework="numpy") as f:
+            keys = list(f.keys())
+    else:
+        from kzoo.checkpoints.hf import _read_all
+
+        keys = list(_read_all(path))
+    names = {}
+    for key in keys:
+        mapped = family.hf_name(key)
+        if mapped is not None:
+            names.setdefault(mapped[0], []).append((key, mapped[1]))
+    return names
+
+
+def save_hf_weights(model, path, reference_folder, encoder=None):
+    """Writes the encoder (and masked-LM head) of `model` as a Hugging Face `model.safetensors`
+    at `path` (atomically), under the weight names of `reference_folder` (the folder it was
+    loaded from), with torch's [out, in] Linear layout: what `kzoo.checkpoints.load_pretrained`
+    and transformers' `from_pretrained` read. For RoBERTa, XLM-R and DistilBERT, which have no
+    official TF1 format. Variables the reference folder has no name for (a pooler new since the
+    load, not trained without a pair head) are not written; they are new again on reload.
+    Returns `path`."""
+    from safetensors.numpy import save_file
+
+    encoder = encoder if encoder is not None else models.find_encoder(model)
+    family = mapping.family_map(encoder)
+    names = _hf_names(reference_folder, family)
+    arrays, unnamed = {}, []
+    for entry in family.encoder_entries(encoder) + family.head_entries(model, encoder):
+        targets = names.get(entry.name)
+        if not targets:
+            unnamed.append(entry.name)
+            continue
+        value = entry.to_official(np.asarray(entry.variable.numpy(), dtype=np.float32))
+        for key, transpose in targets:
+            arrays[key] = np.ascontiguousarray(value.T if transpose else value)
+    if unnamed:
+        logging.info("not written (no name in %s): %s", reference_folder, unnamed)
+    with kzoo_io.atomic_path(path) as tmp:
+        save_file(arrays, tmp, metadata={"format": "pt"})
+    return path
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+    """Calls `save()` (which writes the checkpoint atomically) after every epoch, so an
+    interrupted run leaves its last complete checkpoint."""
+
+    def __init__(self, save):
         super().__init__()
-        self.model_to_save = model_to_save
-        self.folder = folder
+        self.save = save
 
     def on_epoch_end(self, epoch, logs=None):
-        save_official_bert(self.model_to_save, os.path.join(self.folder, CHECKPOINT_NAME))
+        self.save()
+
+
+def _tokenizer_config(tokenizer):
+    """The tokenizer_config.json keys `kzoo.text.tokenizer_from_folder` (and transformers) read."""
+    keys = {"lower_case": "do_lower_case", "keep_accents": "keep_accents", "add_prefix_space": "add_prefix_space"}
+    return {theirs: bool(getattr(tokenizer, ours)) for ours, theirs in keys.items() if hasattr(tokenizer, ours)}
+
+
+def _write_folder_files(run, built):
+    """Config and tokenizer files of the output folder; returns the `save()` of its weights."""
+    family, encoder, model_dir = built.family, built.encoder, run.model_dir
+    pretrained = built.pretrained
+    kzoo_io.makedirs(model_dir)
+    save_tokenizer(built.tokenizer, model_dir)
+    kzoo_io.write_json(kzoo_io.join(model_dir, "tokenizer_config.json"), _tokenizer_config(built.tokenizer))
+    if family in MLM_ONLY_FAMILIES:  # no official format: a Hugging Face folder
+        if pretrained is None or pretrained.format != "hf":
+            raise ValueError(f"{family} is saved as a Hugging Face folder, which needs the folder it was loaded from")
+        config_json = os.path.join(pretrained.folder, "config.json")
+        if run.bert_config_file is None and os.path.exists(config_json):
+            kzoo_io.copy(config_json, kzoo_io.join(model_dir, "config.json"))
+        else:
+            built.config.to_json_file(kzoo_io.join(model_dir, "config.json"), format="hf")
+        return lambda: save_hf_weights(built.model, kzoo_io.join(model_dir, HF_WEIGHTS), pretrained.folder, encoder)
+    name = "albert_config.json" if family == "albert" else "bert_config.json"
+    built.config.to_json_file(os.path.join(model_dir, name))
+    # ELECTRA keeps the discriminator (the encoder), and for an ELECTRA checkpoint its generator and
+    # heads too (so pretraining continues again from the folder); BERT and ALBERT their cls/* heads.
+    if run.objective == "bert" or family == "electra":
+        to_save = built.model
+    else:
+        to_save = encoder
+    return lambda: save_official_bert(to_save, os.path.join(model_dir, CHECKPOINT_NAME), encoder=encoder)
 
 
 def run_pretraining(run):
-    """Pretrains and writes the official checkpoint folder; returns a dict of
-    results (held-out metrics before and after, history, paths)."""
+    """Pretrains and writes the checkpoint folder (official, or Hugging Face for RoBERTa, XLM-R
+    and DistilBERT: see the module docstring); returns a dict of results (held-out metrics
+    before and after, history, paths)."""
     run.validate()
     keras.utils.set_random_seed(run.seed)
-    nsp = run.nsp and run.objective == "bert"
     if run.objective == "electra" and run.nsp:
         logging.info("objective electra: no next-sentence prediction (nsp ignored)")
     strategy = run.make_strategy()
     run = run.for_this_worker(strategy)
     static = run.static(strategy, run.static_shapes)
     with run.model_scope(strategy):
-        model, encoder, tokenizer, config, vocab_file, lower_case, report = build_model(run)
+        built = build_model(run)
+    model, encoder, tokenizer, report, nsp = built.model, built.encoder, built.tokenizer, built.report, built.pair
     if not nsp:  # nothing reads the pooled output: keep the pooler as loaded (and Keras quiet about it)
         for layer in encoder.layers:
             if layer.name == "pooler":
                 layer.trainable = False
-    train_ds, eval_ds, num_instances = make_datasets(run, tokenizer, nsp, static)
+    train_ds, eval_ds, num_instances = make_datasets(run, tokenizer, nsp, static, sop=built.sop)
     if static:
         steps_per_epoch = num_instances // run.train_batch_size
     else:
@@ -270,19 +493,15 @@ def run_pretraining(run):
         else:
             model.compile(optimizer=optimizer, jit_compile=static)
 
-    kzoo_io.makedirs(run.model_dir)
-    config.to_json_file(os.path.join(run.model_dir, "bert_config.json"))
-    save_tokenizer(vocab_file, lower_case, run.model_dir)
-    result = {"objective": run.objective, "nsp": nsp, "num_train_instances": num_instances,
-              "total_steps": total_steps}
+    save = _write_folder_files(run, built)
+    result = {"objective": run.objective, "family": built.family, "nsp": nsp, "sop": built.sop,
+              "num_train_instances": num_instances, "total_steps": total_steps}
     if report is not None:
         result["init_report"] = {"loaded": len(report.loaded), "unused": report.unused, "missing": report.missing}
     if eval_ds is not None:
         result["eval_before"] = _evaluate(model, eval_ds)
         logging.info("held-out before training: %s", result["eval_before"])
-    # ELECTRA keeps the discriminator (the encoder); its generator is a training device.
-    to_save = model if run.objective == "bert" else encoder
-    callbacks = [SaveOfficialCheckpoint(to_save, run.model_dir),
+    callbacks = [SaveCheckpoint(save),
                  *standard_callbacks(run.model_dir, backup_steps=run.backup_steps, backup_dir=run.backup_dir())]
     start = time.time()
     history = model.fit(train_ds, epochs=epochs, steps_per_epoch=fit_steps, validation_data=eval_ds,
@@ -292,7 +511,7 @@ def run_pretraining(run):
     if eval_ds is not None:
         result["eval_after"] = _evaluate(model, eval_ds)
         logging.info("held-out after training: %s", result["eval_after"])
-    result["checkpoint"] = save_official_bert(to_save, os.path.join(run.model_dir, CHECKPOINT_NAME))
+    result["checkpoint"] = save()
     write_json_atomically(os.path.join(run.model_dir, "results.json"),
                           {k: v for k, v in result.items() if k != "model"})
     result["model"] = model
