@@ -1,4 +1,7 @@
-"""Fine-tune a pretrained BERT encoder for SQuAD v1.1 / v2.0 question answering.
+"""Fine-tune a pretrained encoder for SQuAD v1.1 / v2.0 question answering: any kzoo family
+(BERT, ELECTRA, DistilBERT with WordPiece; ALBERT, XLM-R with SentencePiece; RoBERTa with
+byte-level BPE), its tokenizer read from the checkpoint folder (--vocab_file overrides the
+WordPiece vocabulary only).
 
 The flags are google-research/bert's run_squad.py's. Trains on --train_file, predicts
 --predict_file (or, with --holdout_articles, the last articles of the training file, which are
@@ -25,15 +28,16 @@ flags.DEFINE_string("predict_file", None, "SQuAD JSON to predict, e.g. dev-v1.1.
 flags.DEFINE_bool("version_2_with_negative", D.version_2_with_negative,
                   "SQuAD 2.0: honour is_impossible (such questions are trained to point at [CLS]), allow the "
                   "empty answer in predictions and write null_odds.json.")
-flags.DEFINE_integer("max_seq_length", D.max_seq_length, "Wordpieces per window, [CLS] question [SEP] context "
-                     "[SEP]; longer contexts are split into overlapping windows.")
+flags.DEFINE_integer("max_seq_length", D.max_seq_length, "Tokens per window, [CLS] question [SEP] context "
+                     "[SEP] (RoBERTa / XLM-R: <s> question </s></s> context </s>); longer contexts are split into "
+                     "overlapping windows.")
 flags.DEFINE_integer("doc_stride", D.doc_stride, "When a context is split into windows, the most context tokens "
                      "by which one window is shifted from the previous one.")
-flags.DEFINE_integer("max_query_length", D.max_query_length, "The most wordpieces kept of a question; longer "
+flags.DEFINE_integer("max_query_length", D.max_query_length, "The most tokens kept of a question; longer "
                      "questions are truncated.")
 flags.DEFINE_integer("n_best_size", D.n_best_size, "Candidate answers kept per question in "
                      "nbest_predictions.json (and start / end positions tried per window).")
-flags.DEFINE_integer("max_answer_length", D.max_answer_length, "The most wordpieces in a predicted answer; the "
+flags.DEFINE_integer("max_answer_length", D.max_answer_length, "The most tokens in a predicted answer; the "
                      "start and end predictions are not conditioned on each other, so this bounds them.")
 flags.DEFINE_float("null_score_diff_threshold", D.null_score_diff_threshold,
                    "SQuAD 2.0: predict no answer when the [CLS] score minus the best answer's score is above "
@@ -41,8 +45,9 @@ flags.DEFINE_float("null_score_diff_threshold", D.null_score_diff_threshold,
 common_flags.define_common_flags(D)
 common_flags.define_adaptation_flags(D)
 flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
-flags.DEFINE_bool("do_lower_case", None, "Lower-case and strip accents (uncased models). Unset: the checkpoint's "
-                  "casing (tokenizer_config.json, else its folder name).")
+flags.DEFINE_bool("do_lower_case", None, "Lower-case and strip accents (uncased WordPiece and ALBERT models; "
+                  "RoBERTa and XLM-R never lower-case). Unset: the checkpoint's casing (tokenizer_config.json, else "
+                  "its folder name).")
 flags.DEFINE_integer("train_batch_size", D.train_batch_size, "Global training batch size, in windows.")
 flags.DEFINE_integer("predict_batch_size", D.predict_batch_size, "Prediction batch size, in windows.")
 flags.DEFINE_integer("max_train_examples", None, "Train on the first N questions of --train_file only (quick or "

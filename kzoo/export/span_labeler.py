@@ -1,14 +1,18 @@
 """Export a SQuAD span labeler as a SavedModel: raw question and context in, answer text out.
 
 Everything `run_squad.py` does around the model runs in the graph (TensorFlow and tf-text ops
-only, so TF Serving and a process that imports just `tensorflow` and `tensorflow_text` load it):
+only, so TF Serving and a process that imports just `tensorflow` and `tensorflow_text` load it),
+for every kzoo tokenizer (WordPiece, SentencePiece: ALBERT and XLM-R, byte-level BPE: RoBERTa):
 
-1. the question is WordPiece-tokenized (`BertTokenizer`) and cut to `max_query_length` pieces;
-2. the context is WordPiece-tokenized with the same rules, keeping for every piece the span of
-   ORIGINAL context characters it came from (see `context_wordpieces`);
+1. the question is tokenized (`tokenizer(question)`) and cut to `max_query_length` tokens;
+2. the context is tokenized keeping for every token the span of ORIGINAL context characters it
+   came from (`kzoo.text.alignment.pieces_with_offsets`, which documents the spans per family;
+   WordPiece: the same ids as `tokenizer(context)`, SentencePiece: each whitespace word alone);
 3. doc-stride windows (`kzoo.text.squad.doc_spans`: `max_seq_length - len(query) - 3` doc
-   pieces each, shifted by `doc_stride`) of all examples form one batch of
-   `[CLS] query [SEP] window [SEP]`, padded to `max_seq_length` like the training features;
+   tokens each, `- 4` in RoBERTa's layout, shifted by `doc_stride`) of all examples form one
+   batch in the family's layout (`[CLS] query [SEP] window [SEP]`, type ids 1 on the window and
+   its `[SEP]`; RoBERTa / XLM-R: `<s> query </s></s> window </s>`, type ids 0), padded to
+   `max_seq_length` with the tokenizer's pad id, like the training features;
 4. the model gives start/end logits per window; a span (start, end) is a candidate, as in the
    official `write_predictions` (`kzoo.text.squad.postprocess`), when start and end are doc
    positions, the window is the max-context window of the start token, end >= start,
@@ -18,23 +22,21 @@ only, so TF Serving and a process that imports just `tensorflow` and `tensorflow
 5. SQuAD 2.0: the null score is the smallest `[CLS]` start + end logit over the windows; the
    answer is empty when null score - best score > `null_score_diff_threshold`.
 
-The answer text differs from the official one on purpose: the official code detokenizes the
-WordPieces and projects them onto the whitespace tokens with the `get_final_text` heuristic
-(falling back to whole whitespace tokens, and joining tokens with single spaces); here the
-answer is exactly the context's characters from the first character of the start piece to the
-last character of the end piece, so `context[start_char:end_char] == answer` always holds (in
-Python code points), whitespace and case as in the context. For ASCII text with single spaces
-the two agree whenever `get_final_text` succeeds.
+The answer text is exactly the context's characters from the first character of the start token
+to the last character of the end token, so `context[start_char:end_char] == answer` always holds
+(in Python code points), whitespace and case as in the context. For WordPiece this differs from
+the official text on purpose: the official code detokenizes the WordPieces and projects them onto
+the whitespace tokens with the `get_final_text` heuristic (falling back to whole whitespace
+tokens, and joining tokens with single spaces); for ASCII text with single spaces the two agree
+whenever `get_final_text` succeeds. For the other families `kzoo.text.squad.postprocess` answers
+with the same characters.
 """
 
 import keras
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 from kzoo.export.versions import write_version
-from kzoo.text.tokenizer import _char_classes
-
-_INT32_MAX = 2**31 - 1
+from kzoo.text.alignment import clean_text, pieces_with_offsets, wordpieces_with_offsets
 
 
 def _row_positions(ragged):
@@ -46,14 +48,8 @@ def _row_positions(ragged):
 
 
 def context_wordpieces(tokenizer, text):
-    """WordPiece ids of each text with the character span of each piece in the text.
-
-    The `BertTokenizer` steps (clean-up, CJK spacing, lower case, NFD, accent stripping) run on
-    each character on its own, so every normalized byte knows the original character it came
-    from; words are then split and WordPiece-tokenized exactly as `BertTokenizer` does, with byte
-    offsets, which map back to characters. Lower-casing runs on the whole text (so Greek final
-    sigma follows it); should that change the number of characters (never with the Unicode
-    data of TF 2.21), that row is lower-cased character by character.
+    """WordPiece ids of each text with the character span of each piece in the text: the
+    `BertTokenizer` case of `kzoo.text.alignment.pieces_with_offsets` (which see).
 
     Args:
         tokenizer: a `kzoo.text.BertTokenizer`.
@@ -61,64 +57,9 @@ def context_wordpieces(tokenizer, text):
 
     Returns:
         (ids, starts, ends): int32 RaggedTensors [batch, (pieces)]; `starts`/`ends` are code
-        point offsets (end exclusive) into the text after invalid UTF-8 bytes are dropped. A
-        piece covers from the first to the last original character whose normalized form it
-        contains (a word longer than `max_input_chars_per_word`, one `[UNK]`, covers the word).
+        point offsets (end exclusive) into the text after invalid UTF-8 bytes are dropped.
     """
-    classes = _char_classes()
-    text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="ignore")
-    chars = tf.strings.unicode_split(text, "UTF-8")
-    flat = chars.flat_values
-    if tokenizer.lower_case:
-        # U+0130 is the one letter whose lower case has two characters ("i" + U+0307, a mark
-        # that accent stripping deletes): "I" gives the same result and keeps the alignment
-        whole = tf.strings.unicode_split(tokenizer._lower(tf.strings.regex_replace(text, "\u0130", "I")), "UTF-8")
-        rows, within = _row_positions(chars)
-        same = tf.gather(tf.equal(whole.row_lengths(), chars.row_lengths()), rows)
-        index = tf.cast(tf.gather(whole.row_starts(), rows), tf.int32) + within
-        whole_flat = tf.concat([whole.flat_values, [""]], 0)  # never empty
-        index = tf.where(same, index, tf.shape(whole_flat)[0] - 1)
-        flat = tf.where(same, tf.gather(whole_flat, index), tokenizer._lower(flat))
-    flat = tf.strings.regex_replace(flat, classes["drop"], "")
-    flat = tf.strings.regex_replace(flat, classes["space"], " ")
-    flat = tf.strings.regex_replace(flat, classes["cjk"], r" \0 ")
-    if tokenizer.lower_case:
-        flat = tf_text.normalize_utf8(flat, "NFD")
-        flat = tf.strings.regex_replace(flat, classes["marks"], "")
-    # byte end (exclusive) of each character's normalized form in the normalized row text
-    cumulative = tf.cumsum(tf.strings.length(flat))
-    base = tf.gather(tf.concat([[0], cumulative], 0), tf.cast(chars.row_starts(), tf.int32))
-    rows, _ = _row_positions(chars)
-    char_ends = chars.with_flat_values(cumulative - tf.gather(base, rows))
-    normalized = tf.strings.reduce_join(chars.with_flat_values(flat), axis=1)
-
-    punctuation = classes["punctuation"]
-    words, word_begin, word_end = tf_text.regex_split_with_offsets(
-        normalized, f"(?: |{punctuation})", punctuation)
-    word_values = words.flat_values
-    too_long = tf.strings.length(word_values, unit="UTF8_CHAR") > tokenizer.max_input_chars_per_word
-    pieces, piece_begin, piece_end = tokenizer._wordpiece.tokenize_with_offsets(
-        tf.where(too_long, tokenizer.unk_token, word_values))
-    piece_rows, _ = _row_positions(pieces)
-    long_piece = tf.gather(too_long, piece_rows)
-    word_begin_flat = tf.cast(word_begin.flat_values, tf.int32)
-    word_len = tf.cast(word_end.flat_values, tf.int32) - word_begin_flat
-    piece_begin = tf.where(long_piece, 0, tf.cast(piece_begin.flat_values, tf.int32))
-    piece_end = tf.where(long_piece, tf.gather(word_len, piece_rows), tf.cast(piece_end.flat_values, tf.int32))
-    absolute_begin = tf.gather(word_begin_flat, piece_rows) + piece_begin
-    absolute_end = tf.gather(word_begin_flat, piece_rows) + piece_end
-
-    ids = words.with_flat_values(pieces).merge_dims(1, 2)
-    # byte offsets -> characters, row by row
-    ends_dense = char_ends.to_tensor(_INT32_MAX)
-    begin_dense = ids.with_flat_values(absolute_begin).to_tensor(0)
-    last_dense = ids.with_flat_values(absolute_end - 1).to_tensor(0)
-    start_char = tf.searchsorted(ends_dense, begin_dense, side="right", out_type=tf.int32)
-    end_char = tf.searchsorted(ends_dense, last_dense, side="right", out_type=tf.int32) + 1
-    mask = tf.sequence_mask(ids.row_lengths())
-    starts = tf.RaggedTensor.from_row_splits(tf.boolean_mask(start_char, mask), ids.row_splits)
-    ends = tf.RaggedTensor.from_row_splits(tf.boolean_mask(end_char, mask), ids.row_splits)
-    return tf.cast(ids, tf.int32), starts, ends
+    return wordpieces_with_offsets(tokenizer, text)
 
 
 def _windows(num_doc, max_doc, doc_stride):
@@ -172,7 +113,8 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
         - `answer` tf.string [batch]: `context[start_char:end_char]` (see the module docstring
           for how this differs from the official `get_final_text` text), "" for no answer;
         - `start_char`, `end_char` int32 [batch]: code point offsets of the answer in the
-          context (end exclusive; after dropping invalid UTF-8 bytes, i.e. Python `str` indices
+          context (end exclusive; after the tokenizer's handling of invalid UTF-8, which
+          `BertTokenizer` drops and the others replace with U+FFFD, i.e. Python `str` indices
           for valid UTF-8); -1 and -1 for no answer;
         - `score` float32 [batch]: start + end logit of the best non-null span, also when the
           null answer wins (-inf if no span is possible, e.g. an empty context);
@@ -184,12 +126,13 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
     Args:
         model: a span labeler `keras.Model` (`bert_span_labeler`): encoder inputs ->
             {"start_logits", "end_logits"} [batch, seq].
-        tokenizer: the `kzoo.text.BertTokenizer` used in training.
+        tokenizer: the tokenizer used in training: `kzoo.text.BertTokenizer`, `AlbertTokenizer`,
+            `XLMRobertaTokenizer` or `RobertaTokenizer` (its `packer_layout` picks the layout).
         export_root: the model's base path; versions are integer folders under it.
         max_seq_length: tokens per window, special tokens included (windows are padded to it).
         doc_stride: the most doc tokens between the starts of consecutive windows.
-        max_query_length: the most WordPieces kept of the question.
-        max_answer_length: the most WordPieces in an answer.
+        max_query_length: the most tokens kept of the question.
+        max_answer_length: the most tokens in an answer.
         version_2_with_negative: allow the empty answer (SQuAD 2.0) and output `null_score`.
         null_score_diff_threshold: answer "" when null score - best score exceeds it.
         version: integer version; default: the next free one.
@@ -199,9 +142,11 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
     Returns:
         The path of the version folder written.
     """
-    if max_seq_length - max_query_length - 3 < 1:
+    roberta = getattr(tokenizer, "packer_layout", "bert") == "roberta"
+    specials = 4 if roberta else 3
+    if max_seq_length - max_query_length - specials < 1:
         raise ValueError(f"max_seq_length {max_seq_length} leaves no room for the doc after a query "
-                         f"of max_query_length {max_query_length} and 3 special tokens")
+                         f"of max_query_length {max_query_length} and {specials} special tokens")
     if doc_stride < 1 or max_answer_length < 1:
         raise ValueError(f"doc_stride and max_answer_length must be >= 1, got {doc_stride}, {max_answer_length}")
     cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
@@ -209,10 +154,10 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
 
     def serve(question, context):
         query = tf.cast(tokenizer(question), tf.int32)[:, :max_query_length]
-        doc_ids, doc_starts, doc_ends = context_wordpieces(tokenizer, context)
+        doc_ids, doc_starts, doc_ends = pieces_with_offsets(tokenizer, context)
         query_len = tf.cast(query.row_lengths(), tf.int32)
         num_doc = tf.cast(doc_ids.row_lengths(), tf.int32)
-        max_doc = max_seq_length - query_len - 3
+        max_doc = max_seq_length - query_len - specials
         count, stride = _windows(num_doc, max_doc, doc_stride)
 
         # one row per window
@@ -228,16 +173,17 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
         num_windows = tf.shape(example)[0]
         cls = tf.RaggedTensor.from_tensor(tf.fill([num_windows, 1], cls_id))
         sep = tf.RaggedTensor.from_tensor(tf.fill([num_windows, 1], sep_id))
-        word_ids = tf.concat([cls, window_query, sep, window_ids, sep], axis=1)
-        doc_offset = tf.gather(query_len, example) + 2
+        middle = [sep, sep] if roberta else [sep]  # "</s></s>" between RoBERTa's segments
+        word_ids = tf.concat([cls, window_query, *middle, window_ids, sep], axis=1)
+        doc_offset = tf.gather(query_len, example) + specials - 1
         shape = [None, max_seq_length]
         positions = tf.range(max_seq_length)[tf.newaxis, :]
+        type_ids = tf.cast((positions >= doc_offset[:, tf.newaxis])
+                           & (positions < (doc_offset + win_length + 1)[:, tf.newaxis]), tf.int32)
         inputs = {
             "input_word_ids": word_ids.to_tensor(pad_id, shape=shape),
             "input_mask": tf.ones_like(word_ids).to_tensor(0, shape=shape),
-            "input_type_ids": tf.cast(
-                (positions >= doc_offset[:, tf.newaxis])
-                & (positions < (doc_offset + win_length + 1)[:, tf.newaxis]), tf.int32),
+            "input_type_ids": tf.zeros_like(type_ids) if roberta else type_ids,
         }
         outputs = model(inputs, training=False)
         start_logits = tf.cast(outputs["start_logits"], tf.float32)
@@ -300,7 +246,7 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
             start_char = tf.where(is_null, -1, start_char)
             end_char = tf.where(is_null, -1, end_char)
             result["null_score"] = tf.cast(null_score, tf.float32)
-        clean = tf.strings.unicode_transcode(context, "UTF-8", "UTF-8", errors="ignore")
+        clean = clean_text(tokenizer, context)
         answer = tf.strings.substr(clean, tf.maximum(start_char, 0), tf.maximum(end_char - start_char, 0),
                                    unit="UTF8_CHAR")
         result.update(answer=tf.where(start_char >= 0, answer, ""), start_char=start_char, end_char=end_char)
@@ -311,6 +257,8 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
     def write(path):
         archive = keras.export.ExportArchive()
         archive.track(model)
+        if getattr(tokenizer, "backend", None) == "library":  # SentencePiece's model is then a resource
+            archive.track(tokenizer._sp)
         archive.add_endpoint("serving_default", serve, input_signature=signature)
         archive.write_out(path, verbose=False)
 

@@ -1,6 +1,9 @@
 """Fine-tune a pretrained encoder for SQuAD v1.1 / v2.0 extractive question answering, as
 google-research/bert's `run_squad.py`: train, predict, write the official prediction files,
-evaluate."""
+evaluate. Any kzoo family: WordPiece checkpoints (BERT, ELECTRA, DistilBERT) follow the official
+pre- and post-processing exactly; ALBERT and XLM-R (SentencePiece) and RoBERTa (byte-level BPE)
+align answers by characters and predict exact substrings of the context
+(`kzoo.text.squad`, `kzoo.text.alignment`), packed in the family's layout."""
 
 import dataclasses
 import json
@@ -35,19 +38,20 @@ class SquadRun(AdaptationOptions, DistributionOptions):
             questions carry answers.
         version_2_with_negative: SQuAD 2.0: questions may be `is_impossible` (trained to point
             at [CLS]); predictions may be "" and `null_odds.json` is written.
-        max_seq_length: wordpieces per window, special tokens included.
+        max_seq_length: tokens per window, special tokens included.
         doc_stride: the most doc tokens by which consecutive windows of a context are shifted.
-        max_query_length: the most wordpieces kept of a question.
+        max_query_length: the most tokens kept of a question.
         n_best_size: candidate answers kept per question (and start / end indexes tried per
             window), written to `nbest_predictions.json`.
-        max_answer_length: the most wordpieces in a predicted answer.
+        max_answer_length: the most tokens in a predicted answer.
         null_score_diff_threshold: SQuAD 2.0: predict "" when the null score minus the best
             answer's score exceeds this.
         init_checkpoint: "minilm" (the pip package), an official prefix or folder, or a HF
             folder.
-        bert_config_file, vocab_file: override the files beside the weights.
+        bert_config_file, vocab_file: override the files beside the weights (vocab_file:
+            WordPiece families only).
         do_lower_case: lower-case text (tokenizer and answer projection); None takes the
-            checkpoint's casing.
+            checkpoint's casing. RoBERTa and XLM-R never lower-case.
         train_batch_size, predict_batch_size: global batch sizes (windows).
         learning_rate: peak AdamW learning rate.
         num_train_epochs: epochs over the training windows.
@@ -64,8 +68,8 @@ class SquadRun(AdaptationOptions, DistributionOptions):
             train step with XLA (windows are always max_seq_length long;
             automatic under TPUStrategy).
         seed: seeds shuffling, dropout and the head's init.
-        model_dir: TensorBoard logs, per-epoch weight checkpoints, the final `model.keras`,
-            `predictions.json`, `nbest_predictions.json` and (v2) `null_odds.json`.
+        model_dir: TensorBoard logs, per-epoch weight checkpoints, the final `model.keras`, the
+            tokenizer (`kzoo.training.common.save_tokenizer`), `predictions.json`, `nbest_predictions.json` and (v2) `null_odds.json`.
         verbose: Keras progress output (1: bar, 2: a line per epoch).
     """
 
@@ -246,6 +250,21 @@ def _rename_labels(inputs, labels):
     return inputs, {"start_logits": labels["start_positions"], "end_logits": labels["end_positions"]}
 
 
+def squad_tokenizer(pretrained, do_lower_case=None):
+    """The tokenizer of a `Pretrained` with `do_lower_case` applied (None: the checkpoint's casing).
+
+    WordPiece families: a `BertTokenizer` of the vocabulary with that casing, as before the other
+    families; ALBERT: its tokenizer rebuilt with that casing; RoBERTa / XLM-R never lower-case
+    (`do_lower_case=True` is a ValueError naming the folder)."""
+    if pretrained.vocab_file is not None:
+        lower_case = pretrained.lower_case if do_lower_case is None else do_lower_case
+        return text.BertTokenizer(pretrained.vocab_file, lower_case=lower_case)
+    tokenizer = pretrained.tokenizer
+    if do_lower_case is not None and bool(do_lower_case) != bool(getattr(tokenizer, "lower_case", False)):
+        tokenizer = text.tokenizer_from_folder(pretrained.folder, pretrained.family, lower_case=do_lower_case)
+    return tokenizer
+
+
 def run_squad(run):
     """Fine-tunes, predicts, writes the prediction files and evaluates; returns a dict of results.
 
@@ -269,8 +288,8 @@ def run_squad(run):
         pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
                                                  vocab_file=run.vocab_file, **run.encoder_kwargs())
         model = models.bert_span_labeler(pretrained.encoder)
-    lower_case = pretrained.lower_case if run.do_lower_case is None else run.do_lower_case
-    tokenizer = text.BertTokenizer(pretrained.vocab_file, lower_case=lower_case)
+    tokenizer = squad_tokenizer(pretrained, run.do_lower_case)
+    lower_case = bool(getattr(tokenizer, "lower_case", False))
 
     def features(examples, is_training):
         return squad.convert_examples_to_features(
@@ -300,7 +319,7 @@ def run_squad(run):
                         verbose=run.verbose)
     train_seconds = time.time() - start
     save_model(model, run.model_dir)
-    save_tokenizer(pretrained.vocab_file, lower_case, run.model_dir)
+    save_tokenizer(tokenizer, run.model_dir)
     adaptation_weights = save_adaptation(model, run, run.model_dir)
 
     predict_ds = squad.features_to_dataset(eval_features, is_training=False, batch_size=run.predict_batch_size)

@@ -1,7 +1,9 @@
-"""SQuAD v1.1 / v2.0 for BERT question answering, with google-research/bert's `run_squad.py`
-rules: reading (`read_squad_examples`), windowed features (`convert_examples_to_features`),
-a `tf.data` pipeline (`features_to_dataset`), logits to answers (`postprocess`) and the official
-evaluation (`evaluate`).
+"""SQuAD v1.1 / v2.0 question answering, with google-research/bert's `run_squad.py` rules:
+reading (`read_squad_examples`), windowed features (`convert_examples_to_features`), a `tf.data`
+pipeline (`features_to_dataset`), logits to answers (`postprocess`) and the official evaluation
+(`evaluate`). WordPiece follows the official code exactly; SentencePiece (ALBERT, XLM-R) and
+byte-level BPE (RoBERTa) tokenizers align answers by characters (`char_span_to_token_span`,
+`kzoo.text.alignment.pieces_with_offsets`) and answer with exact context characters.
 
 Example:
 >>> examples = read_squad_examples("train-v1.1.json", is_training=True)  # doctest: +SKIP
@@ -13,6 +15,7 @@ Example:
 from kzoo.text.squad.evaluation import evaluate, exact_match_score, f1_score, normalize_answer
 from kzoo.text.squad.features import (
     SquadFeature,
+    char_span_to_token_span,
     convert_examples_to_features,
     doc_spans,
     features_to_dataset,
@@ -27,6 +30,7 @@ __all__ = [
     "SquadExamples",
     "SquadFeature",
     "basic_tokenize",
+    "char_span_to_token_span",
     "convert_examples_to_features",
     "doc_spans",
     "evaluate",

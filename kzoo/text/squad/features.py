@@ -1,10 +1,23 @@
 """SQuAD features: sliding windows of `[CLS] query [SEP] doc [SEP]`, as google-research/bert's
-`convert_examples_to_features`, tokenized with kzoo's in-graph `BertTokenizer`."""
+`convert_examples_to_features`, tokenized with kzoo's in-graph tokenizers.
+
+`BertTokenizer` (WordPiece) follows the official code exactly: whitespace doc tokens, each
+WordPiece-tokenized alone, answers mapped through them and narrowed by `improve_answer_span`.
+The other tokenizers (SentencePiece: `AlbertTokenizer`, `XLMRobertaTokenizer`; byte-level BPE:
+`RobertaTokenizer`) align by characters instead: the context is tokenized with the character span
+of every token (`kzoo.text.alignment.pieces_with_offsets`), the training answer's token span is
+the tokens that overlap its characters (`char_span_to_token_span`), windows are packed in the
+family's layout (RoBERTa / XLM-R: `<s> query </s></s> doc </s>`, one token type, padded with
+`<pad>`), and each feature keeps its tokens' character spans, so `postprocess` answers with exact
+characters of the context."""
 
 import dataclasses
 
 import numpy as np
 import tensorflow as tf
+
+from kzoo.text.alignment import pieces_with_offsets
+from kzoo.text.tokenizer import BertTokenizer
 
 _FIRST_UNIQUE_ID = 1000000000  # the official counter's start
 _TOKENIZE_CHUNK = 256  # rows per tokenizer call
@@ -30,6 +43,9 @@ class SquadFeature:
             when the answer is not inside this window or the question is impossible.
         end_position: training label, position of the answer end (inclusive).
         is_impossible: the example has no answer.
+        token_char_spans: tokenizers other than WordPiece: position in `tokens` -> (begin, end)
+            character span (end exclusive) in the example's `context_text`, for the doc part;
+            None for WordPiece (whose answers go through `get_final_text`).
     """
 
     unique_id: int
@@ -44,6 +60,7 @@ class SquadFeature:
     start_position: int = None
     end_position: int = None
     is_impossible: bool = False
+    token_char_spans: dict = None
 
 
 def _ragged_to_lists(ragged):
@@ -165,32 +182,141 @@ def _example_features(example, query_ids, word_pieces, answer_ids, tokenizer, ma
         yield fields
 
 
+def char_span_to_token_span(begins, ends, char_start, char_end):
+    """The tokens that overlap the characters [char_start, char_end): (first, last) token index,
+    inclusive, or None when no token does. `begins` / `ends` are the tokens' character spans
+    (`pieces_with_offsets`), in text order."""
+    first = next((i for i, end in enumerate(ends) if end > char_start), None)
+    last = next((i for i in range(len(begins) - 1, -1, -1) if begins[i] < char_end), None)
+    if first is None or last is None or last < first:
+        return None
+    return first, last
+
+
+def _context_offsets(tokenizer, contexts):
+    """(ids, begins, ends) lists of each context, `pieces_with_offsets` in chunks."""
+    result = []
+    for begin in range(0, len(contexts), _TOKENIZE_CHUNK):
+        ids, starts, ends = pieces_with_offsets(tokenizer, tf.constant(contexts[begin : begin + _TOKENIZE_CHUNK]))
+        result.extend(zip(ids.to_list(), starts.to_list(), ends.to_list()))
+    return result
+
+
+def _char_to_word(context):
+    """Per character of `context`, the index of its whitespace doc token (`split_context`'s rule;
+    leading whitespace -> 0)."""
+    from kzoo.text.squad.reading import split_context
+
+    return [max(w, 0) for w in split_context(context)[1]]
+
+
+def _tokens_by_id(tokenizer):
+    """The token string of every id (`RobertaTokenizer.vocabulary` is a {token: id} dict)."""
+    vocabulary = tokenizer.vocabulary
+    if isinstance(vocabulary, dict):
+        tokens = [""] * tokenizer.vocab_size
+        for token, index in vocabulary.items():
+            tokens[index] = token
+        return tokens
+    return list(vocabulary)
+
+
+def _aligned_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training):
+    """`convert_examples_to_features` for tokenizers that align by characters (not WordPiece)."""
+    roberta = getattr(tokenizer, "packer_layout", "bert") == "roberta"
+    specials = 4 if roberta else 3
+    if max_seq_length - max_query_length - specials < 1:
+        raise ValueError(f"max_seq_length {max_seq_length} leaves no room for the doc after a query "
+                         f"of max_query_length {max_query_length} and {specials} special tokens")
+    for index, example in enumerate(examples):
+        if example.context_text is None:
+            raise ValueError(f"example {index} ({example.qas_id}) has no context_text, which a "
+                             f"{type(tokenizer).__name__} aligns answers to; read it with read_squad_examples")
+        if is_training and not example.is_impossible and example.answer_start_char is None:
+            raise ValueError(f"example {index} ({example.qas_id}) has no answer position; "
+                             "read it with is_training=True")
+    queries = _tokenize_texts(tokenizer, [e.question_text for e in examples])
+    contexts = list(dict.fromkeys(e.context_text for e in examples))
+    aligned = dict(zip(contexts, _context_offsets(tokenizer, contexts)))
+    word_of_char = {c: _char_to_word(c) for c in contexts}
+    cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    token_of_id = _tokens_by_id(tokenizer)
+    features = []
+    for example_index, example in enumerate(examples):
+        query_ids = queries[example_index][:max_query_length]
+        doc_ids, begins, ends = aligned[example.context_text]
+        char_words = word_of_char[example.context_text]
+        tok_to_orig = [char_words[min(b, len(char_words) - 1)] if char_words else 0 for b in begins]
+        answer = None
+        if is_training and not example.is_impossible:
+            start = example.answer_start_char
+            answer = char_span_to_token_span(begins, ends, start, start + len(example.orig_answer_text))
+        doc_offset = len(query_ids) + specials - 1
+        spans = doc_spans(len(doc_ids), max_seq_length - len(query_ids) - specials, doc_stride)
+        for span_index, (start, length) in enumerate(spans):
+            middle = [sep_id, sep_id] if roberta else [sep_id]
+            ids = [cls_id, *query_ids, *middle, *doc_ids[start : start + length], sep_id]
+            positions = range(doc_offset, doc_offset + length)
+            type_ids = [0] * len(ids) if roberta else [0] * doc_offset + [1] * (length + 1)
+            input_word_ids = np.full(max_seq_length, pad_id, np.int32)
+            input_word_ids[: len(ids)] = ids
+            fields = {
+                "doc_span_index": span_index,
+                "tokens": [token_of_id[i] for i in ids],
+                "token_to_orig_map": {p: tok_to_orig[start + i] for i, p in enumerate(positions)},
+                "token_is_max_context": {
+                    p: is_max_context(spans, span_index, start + i) for i, p in enumerate(positions)
+                },
+                "token_char_spans": {p: (begins[start + i], ends[start + i]) for i, p in enumerate(positions)},
+                "input_word_ids": input_word_ids,
+                "input_mask": _pad([1] * len(ids), max_seq_length),
+                "input_type_ids": _pad(type_ids, max_seq_length),
+                "is_impossible": example.is_impossible,
+            }
+            if is_training:
+                fields["start_position"] = fields["end_position"] = 0
+                if answer is not None and start <= answer[0] and answer[1] < start + length:
+                    fields["start_position"] = answer[0] - start + doc_offset
+                    fields["end_position"] = answer[1] - start + doc_offset
+            unique_id = _FIRST_UNIQUE_ID + len(features) + 1
+            features.append(SquadFeature(unique_id=unique_id, example_index=example_index, **fields))
+    return features
+
+
 def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length,
                                  is_training):
     """Packs `SquadExample`s into windows with the official `convert_examples_to_features` rules.
 
-    The query keeps its first `max_query_length` WordPieces; each whitespace doc token is
-    WordPiece-tokenized alone; windows of `max_seq_length - len(query) - 3` doc tokens advance by
-    `doc_stride`. Training labels point at the answer (narrowed by `improve_answer_span`) when it
-    lies wholly inside the window, else at `[CLS]`. Questions, answers and the doc tokens of all
-    examples go through `tokenizer` in a few batched calls.
+    The query keeps its first `max_query_length` tokens; windows of `max_seq_length - len(query)
+    - 3` doc tokens (`- 4` in RoBERTa's layout) advance by `doc_stride`. Training labels point at
+    the answer when it lies wholly inside the window, else at `[CLS]`. WordPiece: each whitespace
+    doc token is tokenized alone and the answer is narrowed by `improve_answer_span`, as the
+    official code; other tokenizers: the context is tokenized with character spans and the answer
+    is the tokens overlapping its characters (see the module docstring; the examples need
+    `context_text` and, for training, `answer_start_char`, which `read_squad_examples` sets).
+    Questions, answers and the doc tokens of all examples go through `tokenizer` in a few batched
+    calls.
 
     Args:
         examples: list of `SquadExample` (from `read_squad_examples`).
-        tokenizer: a `kzoo.text.BertTokenizer` (the vocabulary's `[CLS]`/`[SEP]` are used).
+        tokenizer: a `kzoo.text.BertTokenizer` (the vocabulary's `[CLS]`/`[SEP]` are used), or an
+            `AlbertTokenizer`, `XLMRobertaTokenizer` or `RobertaTokenizer` (their special tokens
+            and layout).
         max_seq_length: tokens per feature, special tokens included; features are padded to it.
         doc_stride: the most doc tokens by which consecutive windows are shifted.
-        max_query_length: the most WordPieces kept of the question.
+        max_query_length: the most tokens kept of the question.
         is_training: set `start_position` / `end_position` (needs training examples).
 
     Returns:
         list of `SquadFeature`, unique ids counting up from 1000000001.
     """
-    if max_seq_length - max_query_length - 3 < 1:
+    if isinstance(tokenizer, BertTokenizer) and max_seq_length - max_query_length - 3 < 1:
         raise ValueError(f"max_seq_length {max_seq_length} leaves no room for the doc after a query "
                          f"of max_query_length {max_query_length} and 3 special tokens")
     if doc_stride < 1:
         raise ValueError(f"doc_stride must be >= 1, got {doc_stride}")
+    if not isinstance(tokenizer, BertTokenizer):
+        return _aligned_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training)
     queries = _tokenize_texts(tokenizer, [e.question_text for e in examples])
     docs = {id(e.doc_tokens): e.doc_tokens for e in examples}  # examples of a paragraph share it
     doc_pieces = dict(zip(docs, tokenize_words(tokenizer, list(docs.values()))))

@@ -118,6 +118,10 @@ def _feature_candidates(feature_index, feature, start_logits, end_logits, n_best
 
 
 def _candidate_text(candidate, example, feature, lower_case):
+    if feature.token_char_spans is not None:  # tokenizers that align by characters: exact context text
+        begin = feature.token_char_spans[candidate.start_index][0]
+        end = feature.token_char_spans[candidate.end_index][1]
+        return example.context_text[begin:end]
     tok_text = " ".join(feature.tokens[candidate.start_index : candidate.end_index + 1])
     tok_text = " ".join(tok_text.replace(" ##", "").replace("##", "").split())
     orig_start = feature.token_to_orig_map[candidate.start_index]
@@ -170,14 +174,17 @@ def postprocess(examples, features, results, n_best_size=20, max_answer_length=3
     text and cut to `n_best_size`; probabilities are a softmax over them. SQuAD 2.0: the null
     score is the smallest [CLS] start + end logit over the features; the answer is "" when
     null score - best non-null start logit - its end logit > `null_score_diff_threshold`.
+    Features of tokenizers other than WordPiece carry their tokens' character spans
+    (`token_char_spans`): their answer text is exactly `example.context_text[begin:end]`, from the
+    first character of the start token to the last of the end token, not `get_final_text`'s.
 
     Args:
         examples: list of `SquadExample`.
         features: list of `SquadFeature` of these examples.
         results: dict unique_id -> (start_logits, end_logits), arrays [max_seq_length].
         n_best_size: candidates per example kept (and start/end indexes tried per feature).
-        max_answer_length: the most WordPieces in an answer.
-        do_lower_case: the tokenizer lower-cases (for `get_final_text`).
+        max_answer_length: the most tokens in an answer.
+        do_lower_case: the tokenizer lower-cases (for `get_final_text`; WordPiece only).
         version_2_with_negative: allow the null answer.
         null_score_diff_threshold: predict null above this null-odds margin.
 

@@ -25,6 +25,10 @@ class SquadExample:
             None when not training.
         end_position: index in `doc_tokens` of the answer's last token (inclusive).
         is_impossible: the question has no answer (SQuAD 2.0).
+        context_text: the context itself (what the answers of tokenizers other than WordPiece,
+            which align by characters, are cut from); None when built by hand without it.
+        answer_start_char: the (first) answer's `answer_start`, a character index into
+            `context_text`; None when not training or impossible.
     """
 
     qas_id: str
@@ -34,6 +38,8 @@ class SquadExample:
     start_position: int = None
     end_position: int = None
     is_impossible: bool = False
+    context_text: str = None
+    answer_start_char: int = None
 
 
 class SquadExamples(list):
@@ -114,7 +120,7 @@ def _answer_span(source, where, qa, context, doc_tokens, char_to_word_offset):
             f"{source}: {where}.answers[0]: answer_start {start} with text of length {len(text)} "
             f"does not fit in the context of length {len(context)}"
         )
-    return text, char_to_word_offset[start], char_to_word_offset[start + len(text) - 1]
+    return text, start, char_to_word_offset[start], char_to_word_offset[start + len(text) - 1]
 
 
 def read_squad_examples(path_or_dict, is_training, version_2_with_negative=False):
@@ -149,13 +155,14 @@ def read_squad_examples(path_or_dict, is_training, version_2_with_negative=False
             qas_id=_field(source, qa, "id", str, f"{where}.id"),
             question_text=_field(source, qa, "question", str, f"{where}.question"),
             doc_tokens=doc_tokens,
+            context_text=context,
         )
         if version_2_with_negative and "is_impossible" in qa:
             example.is_impossible = _field(source, qa, "is_impossible", bool, f"{where}.is_impossible")
         if is_training and example.is_impossible:
             example.orig_answer_text, example.start_position, example.end_position = "", -1, -1
         elif is_training:
-            text, start, end = _answer_span(source, where, qa, context, doc_tokens, char_to_word_offset)
+            text, start_char, start, end = _answer_span(source, where, qa, context, doc_tokens, char_to_word_offset)
             actual_text = " ".join(doc_tokens[start : end + 1])
             if actual_text.find(" ".join(text.split())) == -1:
                 logger.warning("%s: %s: could not find answer %r in %r; skipped",
@@ -163,5 +170,6 @@ def read_squad_examples(path_or_dict, is_training, version_2_with_negative=False
                 num_skipped += 1
                 continue
             example.orig_answer_text, example.start_position, example.end_position = text, start, end
+            example.answer_start_char = start_char
         examples.append(example)
     return SquadExamples(examples, num_skipped)
