@@ -24,6 +24,15 @@ Files read:
   "electra", "roberta", "xlm-roberta" or "distilbert" (DistilBERT's own key
   names: `dim`, `n_layers`, `n_heads`, `hidden_dim`, `activation`, ...).
 
+Relative positions (Shaw, Uszkoreit and Vaswani 2018; family "bert" only):
+`max_relative_position` (k > 0 turns them on), `relative_position_values`
+and `use_absolute_positions` (`RELATIVE_KEYS`) are kzoo's extension of the
+official `bert_config.json`: read when present, written only when they
+differ from their defaults (so a plain BERT config keeps its 11 keys).
+Hugging Face's `position_embedding_type` "relative_key" is a different
+scheme (unclipped distances beside absolute positions): refused there, and a
+relative config has no Hugging Face format.
+
 Example:
 >>> config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
 ...                     num_attention_heads=4, intermediate_size=64)
@@ -100,6 +109,8 @@ _INT_KEYS = (
     "inner_group_num",
 )
 _PROB_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+# kzoo's relative-position keys of an official bert_config.json (optional there) and their defaults.
+RELATIVE_KEYS = {"max_relative_position": 0, "relative_position_values": True, "use_absolute_positions": True}
 
 
 @dataclasses.dataclass
@@ -136,6 +147,17 @@ class BertConfig:
             layer that uses the group.
         pad_token_id: the padding id; RoBERTa and XLM-R compute position ids
             from it (`position_padding_idx`).
+        max_relative_position: k of Shaw et al.'s relative-position
+            attention (family "bert" only): every attention layer learns
+            relative-position embeddings for the distances clipped to
+            [-k, k] (see `kzoo.layers.RelativeMultiHeadAttention`); 0 (the
+            default) turns them off.
+        relative_position_values: with `max_relative_position` > 0, whether
+            the relative embeddings are added to the values too (a^V, as in
+            the paper and MEAD's `rpr_value_on`), not only to the keys (a^K).
+        use_absolute_positions: False drops the absolute position table from
+            the embeddings (then `max_position_embeddings` bounds nothing:
+            any sequence length runs). Needs `max_relative_position` > 0.
     """
 
     vocab_size: int
@@ -155,6 +177,9 @@ class BertConfig:
     num_hidden_groups: int = 1
     inner_group_num: int = 1
     pad_token_id: int = 0
+    max_relative_position: int = 0
+    relative_position_values: bool = True
+    use_absolute_positions: bool = True
 
     def __post_init__(self):
         self.validate()
@@ -195,8 +220,16 @@ class BertConfig:
         return self.pad_token_id if self.family in ("roberta", "xlm_roberta") else None
 
     @property
+    def relative_positions(self):
+        """Whether the attention layers use Shaw et al.'s relative positions."""
+        return self.max_relative_position > 0
+
+    @property
     def max_sequence_length(self):
-        """The longest input the position table covers."""
+        """The longest input the position table covers; None without an
+        absolute position table (`use_absolute_positions=False`): no limit."""
+        if not self.use_absolute_positions:
+            return None
         if self.position_padding_idx is None:
             return self.max_position_embeddings
         return self.max_position_embeddings - self.position_padding_idx - 1
@@ -257,6 +290,20 @@ class BertConfig:
             fail("type_vocab_size", f"DistilBERT has no token types: expected 0, got {self.type_vocab_size}")
         if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
             fail("pad_token_id", f"expected a non-negative integer, got {self.pad_token_id!r}")
+        k = self.max_relative_position
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            fail("max_relative_position", f"expected a non-negative integer (0: no relative positions), got {k!r}")
+        for key in ("relative_position_values", "use_absolute_positions"):
+            if not isinstance(getattr(self, key), bool):
+                fail(key, f"expected true or false, got {getattr(self, key)!r}")
+        if self.family != "bert":
+            for key, default in RELATIVE_KEYS.items():
+                if getattr(self, key) != default:
+                    fail(key, f"relative positions are implemented for family 'bert' only; {self.family} needs "
+                              f"{json.dumps(default)}, got {json.dumps(getattr(self, key))}")
+        if not self.use_absolute_positions and not k:
+            fail("use_absolute_positions", "false leaves the encoder without any position information: set "
+                                           "max_relative_position > 0 too")
         if self.position_padding_idx is not None and self.max_sequence_length < 1:
             fail("max_position_embeddings", f"{self.max_position_embeddings} rows leave no position after the "
                                             f"pad_token_id + 1 = {self.pad_token_id + 1} offset")
@@ -359,6 +406,7 @@ class BertConfig:
         kwargs["family"] = found
         if "layer_norm_eps" in data:
             kwargs["layer_norm_eps"] = data["layer_norm_eps"]
+        kwargs.update({key: data[key] for key in RELATIVE_KEYS if key in data})
         if found == "albert":
             kwargs.update({key: data.get(key, default) for key, default in _ALBERT_DEFAULTS.items()})
             if kwargs["hidden_act"] == "gelu":  # google-research/albert's gelu is the tanh approximation
@@ -369,7 +417,8 @@ class BertConfig:
 
     def to_dict(self, format="official"):
         """Returns the official dict (bert_config.json's 11 keys; ALBERT and
-        ELECTRA add theirs), or a Hugging Face `config.json` dict.
+        ELECTRA add theirs, relative positions `RELATIVE_KEYS`), or a Hugging
+        Face `config.json` dict.
 
         RoBERTa, XLM-R and DistilBERT have no official format (only "hf").
         """
@@ -389,7 +438,12 @@ class BertConfig:
                 data.update({key: getattr(self, key) for key in ALBERT_KEYS}, embedding_size=self.embedding_width)
             elif family == "electra" and self.embedding_size is not None:
                 data["embedding_size"] = self.embedding_size
+            if any(getattr(self, key) != default for key, default in RELATIVE_KEYS.items()):
+                data.update({key: getattr(self, key) for key in RELATIVE_KEYS})
             return data
+        if self.relative_positions or not self.use_absolute_positions:
+            raise ValueError("Hugging Face's BertModel has no clipped (Shaw et al.) relative positions: a config with "
+                             "max_relative_position > 0 has only the official format (format='official')")
         if family == "distilbert":
             data = {theirs: getattr(self, ours) for theirs, ours in DISTILBERT_KEYS.items()}
             data.update(model_type="distilbert", architectures=["DistilBertModel"], pad_token_id=self.pad_token_id,

@@ -207,3 +207,18 @@ def test_family_fields_are_validated_in_the_constructor():
         BertConfig(vocab_size=10, hidden_size=8, num_attention_heads=2, family="roberta", embedding_size=4)
     with pytest.raises(ValueError, match="num_hidden_groups"):
         BertConfig(vocab_size=10, hidden_size=8, num_attention_heads=2, family="electra", num_hidden_groups=2)
+
+
+def test_relative_position_fields_are_validated_in_the_constructor():
+    base = dict(vocab_size=10, hidden_size=8, num_attention_heads=2)
+    config = BertConfig(**base, max_relative_position=16, use_absolute_positions=False)
+    assert config.relative_positions and config.max_sequence_length is None
+    assert BertConfig.from_dict(config.to_dict()) == config
+    for changes, key in [
+        (dict(max_relative_position=-3), "max_relative_position"),
+        (dict(max_relative_position=2, relative_position_values=1), "relative_position_values"),
+        (dict(use_absolute_positions=False), "use_absolute_positions"),
+        (dict(max_relative_position=2, family="roberta"), "max_relative_position"),
+    ]:
+        with pytest.raises(ValueError, match=f"BertConfig: invalid `{key}`"):
+            BertConfig(**base, **changes)

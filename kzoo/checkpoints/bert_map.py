@@ -3,7 +3,16 @@
 `bert/embeddings/{word,token_type,position}_embeddings`,
 `bert/embeddings/LayerNorm/{gamma,beta}`, `bert/encoder/layer_N/...` (see
 `kzoo.checkpoints.entries.BERT_BLOCK`), `bert/pooler/dense/*`, and the
-pretraining heads `cls/predictions/*` and `cls/seq_relationship/*`. Hugging
+pretraining heads `cls/predictions/*` and `cls/seq_relationship/*`.
+
+An encoder with Shaw et al.'s relative positions
+(`BertConfig.max_relative_position` > 0) adds, per layer,
+`bert/encoder/layer_N/attention/self/relative_positions_keys/embeddings` and
+`.../relative_positions_values/embeddings` ([2k+1, head_size]; kzoo's names,
+see `kzoo.checkpoints.entries.RELATIVE_BLOCK`); without an absolute table
+(`use_absolute_positions=false`) there is no `bert/embeddings/position_embeddings`.
+A plain BERT checkpoint loaded into a relative encoder reports the relative
+embeddings as missing (a strict load fails naming them). Hugging
 Face names (`encoder.layer.3.attention.self.query.weight`, with or without a
 `bert.` prefix) translate to them with `official_name`.
 """

@@ -111,6 +111,17 @@ BERT_BLOCK = {
 }
 
 
+# Shaw et al.'s relative-position embeddings of a block whose attention has them
+# (`kzoo.layers.RelativeMultiHeadAttention`): kzoo's names, beside the query/key/value
+# projections of `attention/self`, spelled as tensor2tensor's variable scopes
+# (`relative_positions_keys/embeddings`, `relative_positions_values/embeddings`), each
+# [2k+1, head_size] and stored as the variable is.
+RELATIVE_BLOCK = {
+    "relative_keys": "attention/self/relative_positions_keys/embeddings",
+    "relative_values": "attention/self/relative_positions_values/embeddings",
+}
+
+
 def dense_entries(name, dense, kernel_layout="plain", bias_layout="plain", optional=False):
     return [Entry(f"{name}/kernel", dense.kernel, kernel_layout, optional),
             Entry(f"{name}/bias", dense.bias, bias_layout, optional)]
@@ -120,12 +131,20 @@ def norm_entries(name, norm, optional=False):
     return [Entry(f"{name}/gamma", norm.gamma, optional=optional), Entry(f"{name}/beta", norm.beta, optional=optional)]
 
 
-def block_entries(prefix, block, names=BERT_BLOCK):
+def block_entries(prefix, block, names=BERT_BLOCK, relative_names=RELATIVE_BLOCK):
     """The entries of one `TransformerEncoderBlock` under `prefix`
     ("bert/encoder/layer_3/"), its sub-layers named by `names` (role -> name,
-    as `BERT_BLOCK`)."""
+    as `BERT_BLOCK`); a block with relative-position attention adds its
+    relative key (and value) embeddings under `relative_names` (as
+    `RELATIVE_BLOCK`)."""
     attention = block.attention
     entries = []
+    relative_keys = getattr(attention, "relative_key_embeddings", None)
+    if relative_keys is not None:
+        entries.append(Entry(prefix + relative_names["relative_keys"], relative_keys))
+    relative_values = getattr(attention, "relative_value_embeddings", None)
+    if relative_values is not None:
+        entries.append(Entry(prefix + relative_names["relative_values"], relative_values))
     for role, dense in (("query", attention.query_dense), ("key", attention.key_dense),
                         ("value", attention.value_dense)):
         entries += dense_entries(prefix + names[role], dense, "split_out", "split_out")

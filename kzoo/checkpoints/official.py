@@ -113,8 +113,14 @@ def save_official_bert(model, ckpt_prefix, encoder=None):
 
     The result loads with `load_official_bert` / `load_pretrained` (with a
     `bert_config.json` beside it) and with google-research/bert's own
-    `init_from_checkpoint`. Adapters and LoRA are not official names: merge
-    LoRA first (`kzoo.models.merge_lora`); adapter weights are not written.
+    `init_from_checkpoint`. An encoder with relative positions
+    (`BertConfig.max_relative_position` > 0) also writes its relative key and
+    value embeddings (`bert/encoder/layer_N/attention/self/
+    relative_positions_{keys,values}/embeddings`, kzoo's names: see
+    `kzoo.checkpoints.bert_map`); write its config beside it with
+    `BertConfig.to_json_file`, whose official dict carries the relative keys.
+    Adapters and LoRA are not official names: merge LoRA first
+    (`kzoo.models.merge_lora`); adapter weights are not written.
 
     `ckpt_prefix` may be local or on any `tf.io.gfile` file system
     (`gs://...`). The checkpoint is written complete into a temporary folder

@@ -11,7 +11,7 @@ import keras_hub
 
 from kzoo.layers.trainability import freeze_after_build, frozen_parts
 
-POSITION_EMBEDDINGS = ("learned", "sinusoidal")
+POSITION_EMBEDDINGS = ("learned", "sinusoidal", "none")
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -20,7 +20,10 @@ class BertEmbeddings(keras.layers.Layer):
 
     Learned positions use keras-hub's `PositionEmbedding` (a [max_positions,
     hidden] table, as BERT); sinusoidal ones keras-hub's `SinePositionEncoding`
-    (no weights, any length).
+    (no weights, any length); "none" adds no positions at all (for encoders
+    whose attention sees relative positions instead:
+    `kzoo.layers.RelativeMultiHeadAttention`), so any length runs and
+    `position_embeddings` is None.
 
     Args:
         vocab_size: number of word ids.
@@ -29,7 +32,7 @@ class BertEmbeddings(keras.layers.Layer):
         max_position_embeddings: rows of the learned position table.
         type_vocab_size: number of segment ids; 0 for no segment table
             (DistilBERT): the type ids are then ignored.
-        position_embedding: "learned" or "sinusoidal".
+        position_embedding: "learned", "sinusoidal" or "none".
         padding_idx: None for BERT's positions 0, 1, ..., seq-1. An id (1 for
             RoBERTa and XLM-R) makes the positions RoBERTa's, computed from
             the word ids as fairseq's `make_positions` and HF's
@@ -104,6 +107,8 @@ class BertEmbeddings(keras.layers.Layer):
                 sequence_length=max_position_embeddings, initializer=init, dtype=self.dtype_policy,
                 name="position_embeddings",
             )
+        elif position_embedding == "none":
+            self.position_embeddings = None
         else:
             self.position_embeddings = keras_hub.layers.SinePositionEncoding(
                 dtype=self.dtype_policy, name="position_embeddings"
@@ -118,7 +123,8 @@ class BertEmbeddings(keras.layers.Layer):
         if self.token_type_embeddings is not None:
             self.token_type_embeddings.build(word_ids_shape)
         embedded_shape = tuple(word_ids_shape) + (self.hidden_size,)
-        self.position_embeddings.build(embedded_shape)
+        if self.position_embeddings is not None:
+            self.position_embeddings.build(embedded_shape)
         self.layer_norm.build(embedded_shape)
         self.built = True
         freeze_after_build(self, self._frozen_parts)
@@ -127,7 +133,9 @@ class BertEmbeddings(keras.layers.Layer):
         x = self.word_embeddings(word_ids)
         if self.token_type_embeddings is not None:
             x = x + self.token_type_embeddings(type_ids)
-        if self.padding_idx is None:
+        if self.position_embeddings is None:
+            pass
+        elif self.padding_idx is None:
             x = x + self.position_embeddings(x)
         else:
             x = x + keras.ops.take(keras.ops.cast(self.position_embeddings.position_embeddings, x.dtype),

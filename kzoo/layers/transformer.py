@@ -5,6 +5,7 @@ import keras
 
 from kzoo.layers import activations
 from kzoo.layers.adapters import BottleneckAdapter, LowRankAdapter
+from kzoo.layers.relative_attention import RelativeMultiHeadAttention
 from kzoo.layers.trainability import freeze_after_build, frozen_parts
 
 ADAPTER_TYPES = (None, "houlsby", "pfeiffer")
@@ -19,8 +20,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
     Post-LN (BERT, `norm_first=False`): `x = LN(x + Drop(SubLayer(x)))`.
     Pre-LN (`norm_first=True`): `x = x + Drop(SubLayer(LN(x)))`; the encoder
     then adds one final LayerNorm after the last block.
-    Attention is `keras.layers.MultiHeadAttention`; padding keys are masked out
-    so padding never changes the outputs at real positions.
+    Attention is `keras.layers.MultiHeadAttention` (with
+    `max_relative_position` > 0, `kzoo.layers.RelativeMultiHeadAttention`:
+    Shaw et al.'s relative positions); padding keys are masked out so padding
+    never changes the outputs at real positions.
 
     Args:
         num_heads: attention heads; must divide the input width.
@@ -58,6 +61,13 @@ class TransformerEncoderBlock(keras.layers.Layer):
             records nothing here: its `trainable=False` freezes every
             sub-layer when it is built. Default: nothing frozen but the LoRA
             bases.
+        max_relative_position: k of Shaw et al.'s relative-position
+            attention (0: plain attention). The attention sub-layer then
+            holds `relative_key_embeddings` (and `relative_value_embeddings`)
+            of shape [2k+1, head_size], initialised with the block's truncated
+            normal; LoRA and adapters apply as for plain attention.
+        relative_position_values: with k > 0, add the relative embeddings to
+            the values too (a^V), not only to the keys.
 
     With LoRA, the base kernel and bias of every target projection are
     frozen (not trainable), and stay frozen when `trainable` is set on the
@@ -68,7 +78,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     Example:
     >>> block = TransformerEncoderBlock(num_heads=2, intermediate_size=16)
-    >>> block(keras.ops.ones((2, 3, 8)), padding_mask=keras.ops.ones((2, 3))).shape
+    >>> tuple(block(keras.ops.ones((2, 3, 8)), padding_mask=keras.ops.ones((2, 3))).shape)
     (2, 3, 8)
     >>> adapted = TransformerEncoderBlock(num_heads=2, intermediate_size=16, adapter_type="houlsby",
     ...                                   adapter_size=4, lora_rank=2)
@@ -95,6 +105,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         lora_alpha=None,
         lora_targets=("query", "value"),
         frozen_parts=(),
+        max_relative_position=0,
+        relative_position_values=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -117,6 +129,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
             raise ValueError(f"lora_targets has duplicates: {list(lora_targets)}")
         if lora_rank and not lora_targets:
             raise ValueError("lora_rank > 0 needs at least one of lora_targets")
+        if (isinstance(max_relative_position, bool) or not isinstance(max_relative_position, int)
+                or max_relative_position < 0):
+            raise ValueError(f"max_relative_position must be a non-negative integer (0: no relative positions), "
+                             f"got {max_relative_position!r}")
+        if not isinstance(relative_position_values, bool):
+            raise ValueError(f"relative_position_values must be True or False, got {relative_position_values!r}")
+        self.max_relative_position = max_relative_position
+        self.relative_position_values = relative_position_values
         self.adapter_type = adapter_type
         self.adapter_size = adapter_size
         self.adapter_activation = adapter_activation
@@ -141,14 +161,15 @@ class TransformerEncoderBlock(keras.layers.Layer):
             raise ValueError(f"{self.name}: width {hidden_size} is not divisible by num_heads {self.num_heads}")
         init = keras.initializers.TruncatedNormal(stddev=self.initializer_range)
         common = dict(dtype=self.dtype_policy)
-        self.attention = keras.layers.MultiHeadAttention(
-            num_heads=self.num_heads,
-            key_dim=hidden_size // self.num_heads,
-            dropout=self.attention_dropout,
-            kernel_initializer=init,
-            name="attention",
-            **common,
-        )
+        attention = dict(num_heads=self.num_heads, key_dim=hidden_size // self.num_heads,
+                         dropout=self.attention_dropout, kernel_initializer=init, name="attention", **common)
+        if self.max_relative_position:
+            self.attention = RelativeMultiHeadAttention(
+                max_relative_position=self.max_relative_position, relative_values=self.relative_position_values,
+                relative_initializer=init, **attention,
+            )
+        else:
+            self.attention = keras.layers.MultiHeadAttention(**attention)
         self.attention.build(input_shape, input_shape)
         self.attention_layer_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_eps, name="attention_layer_norm", **common
@@ -333,5 +354,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             lora_alpha=self.lora_alpha,
             lora_targets=list(self.lora_targets),
             frozen_parts=frozen_parts(self, self._lora_base_variables()) if self.built else list(self._frozen_parts),
+            max_relative_position=self.max_relative_position,
+            relative_position_values=self.relative_position_values,
         )
         return config

@@ -23,6 +23,13 @@ distilbert      no segment table (`input_type_ids` accepted and ignored);
                 `pre_classifier` of DistilBertForSequenceClassification)
 ==============  ==============================================================
 
+BERT's config may turn on Shaw et al.'s relative-position attention
+(`BertConfig.max_relative_position` k > 0, `relative_position_values`):
+every block's attention is then a `kzoo.layers.RelativeMultiHeadAttention`
+with its own [2k+1, head_size] relative key (and value) embeddings; with
+`use_absolute_positions=False` the embeddings have no position table and the
+encoder runs at any sequence length.
+
 The input and output contract is the same for all: so every task model,
 adapter, LoRA, freezing group, layer-wise rate, strategy and exporter works on
 any family unchanged.
@@ -45,7 +52,7 @@ def encoder_inputs(seq_length=None):
 def bert_encoder(
     config,
     norm_first=False,
-    position_embedding="learned",
+    position_embedding=None,
     seq_length=None,
     dropout=None,
     attention_dropout=None,
@@ -75,7 +82,10 @@ def bert_encoder(
         config: a `kzoo.configs.BertConfig` of any family.
         norm_first: pre-LN blocks and a final LayerNorm when True; post-LN
             (original BERT) when False.
-        position_embedding: "learned" (BERT's table) or "sinusoidal".
+        position_embedding: "learned" (BERT's table), "sinusoidal" or "none"
+            (no absolute positions). None (the default): "learned", or
+            "none" when `config.use_absolute_positions` is False (the only
+            value such a config allows; "none" needs such a config).
         seq_length: static sequence length of the inputs, or None (dynamic).
         dropout, attention_dropout: override the config's dropout rates.
         name: model name (default "<family>_encoder", e.g. "bert_encoder").
@@ -114,6 +124,14 @@ def bert_encoder(
     """
     if not isinstance(config, configs.BertConfig):
         raise TypeError(f"config must be a kzoo.configs.BertConfig, got {type(config).__name__}")
+    if position_embedding is None:
+        position_embedding = "learned" if config.use_absolute_positions else "none"
+    if (position_embedding == "none") == config.use_absolute_positions:
+        raise ValueError(
+            f"position_embedding={position_embedding!r} contradicts the config's use_absolute_positions="
+            f"{str(config.use_absolute_positions).lower()}: 'none' (no absolute position table) goes with "
+            "use_absolute_positions=false (and max_relative_position > 0), 'learned' or 'sinusoidal' with true"
+        )
     if position_embedding == "learned" and seq_length and seq_length > config.max_sequence_length:
         raise ValueError(
             f"seq_length {seq_length} exceeds max_position_embeddings {config.max_position_embeddings}"
@@ -164,6 +182,8 @@ def bert_encoder(
             lora_rank=lora_rank,
             lora_alpha=lora_alpha,
             lora_targets=lora_targets,
+            max_relative_position=config.max_relative_position,
+            relative_position_values=config.relative_position_values,
             name=name,
         )
 
