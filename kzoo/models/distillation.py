@@ -110,6 +110,9 @@ def student_from_teacher(teacher, num_layers, name=None):
         initializer_range=embeddings.initializer_range,
         layer_norm_eps=first.layer_norm_eps,
         family=family,
+        max_relative_position=first.max_relative_position,
+        relative_position_values=first.relative_position_values,
+        use_absolute_positions=embeddings.position_embedding != "none",
         embedding_size=embeddings.hidden_size if embeddings.hidden_size != hidden_size or projections else None,
         **structure,
     )

@@ -124,3 +124,20 @@ def test_student_of_every_family(family, tmp_path, tmp_path_factory):
     block = sum(int(np.prod(w.shape)) for w in find_encoder(teacher).get_layer(
         "transformer_group_0_inner_0" if family == "albert" else "transformer_layer_1").weights)
     assert teacher_weights - student_weights == (0 if family == "albert" else block), family  # one block less
+
+
+def test_student_of_a_relative_position_teacher(tmp_path):
+    """Shaw et al. relative positions (no absolute table) carry over: the full-depth student is the teacher."""
+    from kzoo import configs
+
+    config = configs.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, max_relative_position=3, use_absolute_positions=False)
+    teacher = bert_classifier(config, num_classes=3)
+    _randomise(teacher)
+    teacher.save(tmp_path / "teacher.keras")
+    teacher = keras.models.load_model(tmp_path / "teacher.keras")
+    x = random_inputs(2, 9, 50, lengths=[9, 5])
+    np.testing.assert_allclose(student_from_teacher(teacher, 2)(x), teacher(x), atol=1e-5)
+    student = student_from_teacher(teacher, 1)
+    block = find_encoder(student).get_layer("transformer_layer_0")
+    assert (block.max_relative_position, block.relative_position_values) == (3, True)
