@@ -1,4 +1,7 @@
-"""Fine-tune a pretrained BERT encoder as a CoNLL token tagger (NER, chunking) and predict.
+"""Fine-tune a pretrained encoder as a CoNLL token tagger (NER, chunking) and predict.
+
+Any family --init_checkpoint names works (BERT, ALBERT, ELECTRA, RoBERTa, XLM-RoBERTa, DistilBERT):
+the words are tokenized with the checkpoint's own tokenizer and each word's first piece is labelled.
 
 Trains on a CoNLL file (e.g. CoNLL-2003: token ... tag columns, blank lines between
 sentences), reports entity-level precision, recall and F1 (conlleval rules, or strict IOB2)
@@ -30,8 +33,9 @@ flags.DEFINE_integer("tag_column", D.tag_column, "0-based column of the tag; -1,
 common_flags.define_common_flags(D)
 common_flags.define_adaptation_flags(D)
 flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
-flags.DEFINE_integer("max_seq_length", D.max_seq_length, "Most wordpieces per sentence, [CLS] and [SEP] included; "
-                     "longer sentences lose trailing words (logged; those words are predicted 'O').")
+flags.DEFINE_integer("max_seq_length", D.max_seq_length, "Most tokens (word pieces) per sentence, the two special "
+                     "tokens ([CLS] [SEP] or <s> </s>) included; longer sentences lose trailing words (logged; those "
+                     "words are predicted 'O').")
 flags.DEFINE_integer("train_batch_size", D.train_batch_size, "Global training batch size, in sentences.")
 flags.DEFINE_integer("eval_batch_size", D.eval_batch_size, "Evaluation and prediction batch size, in sentences.")
 flags.DEFINE_float("validation_fraction", D.validation_fraction, "Share of the training sentences held out "
@@ -41,7 +45,7 @@ flags.DEFINE_bool("strict_iob2", D.strict_iob2, "Score entities with seqeval's s
                   "continue a B-X/I-X) instead of conlleval's lenient ones.")
 flags.DEFINE_integer("seed", D.seed, "Seeds the split, shuffling, dropout and the new head.")
 flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs (with val_entity_precision/recall/f1), per-epoch "
-                    "weight checkpoints, model.keras and tags.json.")
+                    "weight checkpoints, model.keras, tags.json and the tokenizer (its files and kzoo_tokenizer.json).")
 flags.DEFINE_string("export_dir", D.export_dir, "SavedModel base path (e.g. savedmodels/ner): raw text in, words and "
                     "their tags out, in TF Serving's integer version folders. Empty: no export.")
 flags.mark_flag_as_required("train_file")

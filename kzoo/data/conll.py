@@ -1,11 +1,19 @@
-"""CoNLL token-per-line files and first-wordpiece tagging pipelines (NER, chunking, POS).
+"""CoNLL token-per-line files and first-piece tagging pipelines (NER, chunking, POS).
 
-A tagger predicts one tag per wordpiece, but the data and the metrics are per word. This
-module labels each word's first wordpiece with the word's tag and masks every other position
-(`[CLS]`, `[SEP]`, padding, continuation pieces) with `IGNORE_LABEL` (-100), the convention of
-the original BERT NER experiments; `keras.losses.SparseCategoricalCrossentropy(
-from_logits=True, ignore_class=IGNORE_LABEL)` then averages the loss over words only.
-`word_predictions` reads the predictions back at the first pieces.
+A tagger predicts one tag per token piece (wordpiece, SentencePiece piece, BPE token), but the
+data and the metrics are per word. This module labels each word's first piece with the word's
+tag and masks every other position (`[CLS]`/`<s>`, `[SEP]`/`</s>`, padding, continuation pieces)
+with `IGNORE_LABEL` (-100), the convention of the original BERT NER experiments (and of
+transformers' `word_ids()` recipe with `label_all_tokens=False`);
+`keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_LABEL)` then
+averages the loss over words only. `word_predictions` reads the predictions back at the first
+pieces.
+
+Any kzoo tokenizer works (WordPiece, SentencePiece, byte-level BPE): each word is tokenized with
+the tokenizer's `tokenize_words`, i.e. alone, as it would be after whitespace in running text
+(RoBERTa: with a space in front, as transformers' `add_prefix_space=True,
+is_split_into_words=True`), and packed in the tokenizer's family layout
+(`BertPacker.from_tokenizer`: `[CLS] a [SEP]` or RoBERTa's `<s> a </s>`).
 
 Example:
 >>> sentences, tags = read_conll("train.txt")  # doctest: +SKIP
@@ -106,9 +114,9 @@ class TaggingData(NamedTuple):
     Attributes:
         dataset: a `tf.data.Dataset` of (features, labels) batches, or of features alone
             when no tags were given. Features are the int32 `BertPacker` dict, labels int32
-            [batch, L]: the tag id on each word's first wordpiece, `IGNORE_LABEL` elsewhere.
+            [batch, L]: the tag id on each word's first piece, `IGNORE_LABEL` elsewhere.
         first_piece_positions: one int32 array per sentence, one entry per word: the position
-            of its first wordpiece in the packed sequence, or -1 for a word cut by truncation.
+            of its first piece in the packed sequence, or -1 for a word cut by truncation.
         truncated_sentences: how many sentences lost trailing words to `seq_length`.
         dropped_words: how many words those sentences lost.
     """
@@ -119,9 +127,29 @@ class TaggingData(NamedTuple):
     dropped_words: int
 
 
+def tokenize_words(tokenizer, words):
+    """Piece ids of each word, tokenized alone as a word of running text: words, a string Tensor
+    [n] or RaggedTensor [batch, (words)] -> int32 ids [n, (pieces)] / [batch, (words), (pieces)].
+
+    The tokenizer's `tokenize_words` (every kzoo tokenizer has one: RoBERTa's puts a space in front
+    of each word); a tokenizer without one is called on the words as they are."""
+    if hasattr(tokenizer, "tokenize_words"):
+        return tokenizer.tokenize_words(words)
+    return tokenizer(words)
+
+
+def split_words(tokenizer, strings):
+    """Strings [batch] -> words [batch, (words)]: the tokenizer's `split_words` (BERT: the
+    official `BasicTokenizer`'s words; the other families: the runs between whitespace), or
+    `basic_tokenize` for a tokenizer without it."""
+    if hasattr(tokenizer, "split_words"):
+        return tokenizer.split_words(strings)
+    return tokenizer.basic_tokenize(strings)
+
+
 def _word_pieces(words, tokenizer):
-    """Wordpiece ids of each word: (flat ids, row splits); a word without pieces becomes [UNK]."""
-    pieces = tokenizer(tf.constant(words, tf.string))
+    """Piece ids of each word: (flat ids, row splits); a word without pieces becomes the unknown token."""
+    pieces = tokenize_words(tokenizer, tf.constant(words, tf.string))
     values, splits = pieces.flat_values.numpy(), pieces.row_splits.numpy()
     old_lengths = np.diff(splits)
     new_splits = np.concatenate([[0], np.cumsum(np.maximum(old_lengths, 1))])
@@ -154,20 +182,21 @@ def _align(piece_lengths, budget):
 
 def tagging_dataset(sentences, tags, tokenizer, seq_length, tag_names, batch_size, shuffle=False, seed=None,
                     dynamic_length=True, drop_remainder=False):
-    """Batches of packed word sequences with first-wordpiece labels.
+    """Batches of packed word sequences with first-piece labels.
 
     Tokenisation runs once, eagerly, here (so truncation can be counted and the word to
-    wordpiece alignment returned); the dataset packs ragged wordpiece ids per batch. Each
-    word is tokenised on its own, so its first wordpiece is known; a word that yields no
-    pieces (e.g. only control characters) becomes one `[UNK]` so it keeps a label position.
-    Sentences longer than `seq_length - 2` pieces lose whole trailing words; the count is
-    logged and returned.
+    piece alignment returned); the dataset packs ragged piece ids per batch. Each word is
+    tokenised on its own (`tokenize_words`), so its first piece is known; a word that yields
+    no pieces (e.g. only control characters) becomes one unknown token (`[UNK]`, `<unk>`) so it
+    keeps a label position. Sentences longer than `seq_length - 2` pieces lose whole trailing
+    words; the count is logged and returned.
 
     Args:
         sentences: lists (sentences) of word strings, e.g. from `read_conll`.
         tags: lists of tag strings parallel to `sentences`, or None for prediction data.
-        tokenizer: a `kzoo.text.BertTokenizer`.
-        seq_length: the most wordpieces per packed example, `[CLS]` and `[SEP]` included.
+        tokenizer: a kzoo tokenizer (`kzoo.text.BertTokenizer`, `AlbertTokenizer`,
+            `XLMRobertaTokenizer`, `RobertaTokenizer`, ...); its family's packer packs the pieces.
+        seq_length: the most pieces per packed example, the two special tokens included.
         tag_names: tag strings; a tag's id is its index (see `tag_vocabulary`).
         batch_size: examples per batch.
         shuffle: reshuffle every epoch (seeded by `seed`). Leave False for data whose
@@ -198,7 +227,7 @@ def tagging_dataset(sentences, tags, tokenizer, seq_length, tag_names, batch_siz
     dropped = [int(np.sum(p < 0)) for p in positions]
     truncated, dropped_words = sum(d > 0 for d in dropped), sum(dropped)
     if truncated:
-        logging.warning("tagging_dataset: %d of %d sentences exceed %d wordpieces; %d trailing words dropped",
+        logging.warning("tagging_dataset: %d of %d sentences exceed %d pieces; %d trailing words dropped",
                         truncated, len(sentences), budget, dropped_words)
     dataset = _packed_dataset(ids, labels if tag_ids is not None else None, tokenizer, seq_length, batch_size,
                               shuffle, seed, dynamic_length, drop_remainder)
@@ -211,7 +240,7 @@ def _ragged(rows):
 
 def _packed_dataset(ids, labels, tokenizer, seq_length, batch_size, shuffle, seed, dynamic_length,
                     drop_remainder=False):
-    """The tf.data pipeline of `tagging_dataset` over already truncated wordpiece rows."""
+    """The tf.data pipeline of `tagging_dataset` over already truncated piece rows."""
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=dynamic_length)
     ds = tf.data.Dataset.from_tensor_slices(_ragged(ids) if labels is None else (_ragged(ids), _ragged(labels)))
     if shuffle:
@@ -231,7 +260,7 @@ def _packed_dataset(ids, labels, tokenizer, seq_length, batch_size, shuffle, see
 
 
 def word_predictions(predictions, first_piece_positions, fill_id=0):
-    """Per-word tag ids from per-wordpiece predictions.
+    """Per-word tag ids from per-piece predictions.
 
     Args:
         predictions: logits or probabilities [n, L, num_tags], or tag ids [n, L], in the

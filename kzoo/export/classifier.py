@@ -121,6 +121,8 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
     def write(path):
         archive = keras.export.ExportArchive()
         archive.track(model)
+        for resource in tokenizer.resources:  # a library-op SentencePiece model's resource
+            archive.track(resource)
         archive.add_endpoint("serving_default", serve_text, input_signature=text_signature)
         archive.add_endpoint("serve_packed", serve_packed, input_signature=packed_signature)
         archive.write_out(path, verbose=False)

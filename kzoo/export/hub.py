@@ -1,4 +1,4 @@
-"""Export a BERT encoder and its preprocessing as TF Hub-style SavedModels.
+"""Export a BERT-style encoder and its preprocessing as TF Hub-style SavedModels.
 
 The layout and APIs follow the TF Hub BERT models (the "Text embeddings with Transformer
 Encoders" SavedModel API that TF Model Garden's `export_tfhub_lib.py` writes): the
@@ -6,8 +6,8 @@ preprocessing and the encoder are two SavedModels, published on TF Hub as two mo
 their own handles and versions (e.g. `bert_en_uncased_preprocess/3` and
 `bert_en_uncased_L-12_H-768_A-12/4`). `export_hub_encoder` therefore writes
 
-    <export_root>/preprocess/<version>/   (saved_model.pb, variables/, assets/vocab.txt)
-    <export_root>/encoder/<version>/      (saved_model.pb, variables/, assets/vocab.txt)
+    <export_root>/preprocess/<version>/   (saved_model.pb, variables/, assets/<tokenizer files>)
+    <export_root>/encoder/<version>/      (saved_model.pb, variables/, assets/<tokenizer files>)
 
 each a standalone SavedModel root (what `hub.KerasLayer`, `keras.layers.TFSMLayer`,
 `tf.saved_model.load` and TF Serving take), under integer version folders written
@@ -17,21 +17,48 @@ next one free in either), so a pair that belongs together shares its number. An 
 that fails removes the half of the pair it had written; one that is killed between the two
 leaves `preprocess/<v>` without `encoder/<v>`, and the next export takes `v + 1` for both.
 
+Every family kzoo tokenizes exports this way; what differs is the tokenizer in the graph, the
+special ids and the packing layout (`BertPacker.from_tokenizer`), and the asset attributes:
+
+| tokenizer (families) | packing | asset attributes (files in assets/) |
+|---|---|---|
+| `BertTokenizer` (BERT, ELECTRA, DistilBERT) | `[CLS] a [SEP] b [SEP]`, types 0/1 | `vocab_file` (vocab.txt) |
+| `AlbertTokenizer` (ALBERT) | `[CLS] a [SEP] b [SEP]`, types 0/1 | `sp_model_file` (spiece.model) |
+| `XLMRobertaTokenizer` (XLM-R) | `<s> a </s></s> b </s>`, types 0 | `sp_model_file` (sentencepiece.bpe.model) |
+| `RobertaTokenizer` (RoBERTa) | `<s> a </s></s> b </s>`, types 0 | `bpe_vocab_file` (vocab.json), `bpe_merges_file` (merges.txt) |
+
+`vocab_file` and `sp_model_file` are the names TF Hub's BERT and ALBERT models use; byte-level
+BPE has no TF Hub precedent, and its files get names of their own (`bpe_...`) so that code that
+reads `vocab_file` as a one-token-a-line vocab.txt fails loudly instead of misreading JSON. Every
+export also has `tokenizer_record` (assets/kzoo_tokenizer.json, `kzoo.text.saving`'s record), so
+`kzoo.text.saving.read_tokenizer(<version folder>/assets)` rebuilds the exact tokenizer.
+The ids are the in-graph tokenizer's: XLM-R's are its SentencePiece model's ids plus one
+(fairseq's mapping), so code that runs `sp_model_file` itself must add the same offset.
+
 Preprocessing SavedModel (`tf.saved_model.load(path)` gives `preprocess`):
   - `preprocess(strings)`: tf.string [batch] -> dict of int32 [batch, seq_length]
     `input_word_ids`, `input_mask`, `input_type_ids` (`seq_length` given at export; one
-    segment, packed as `kzoo.text.BertPacker(seq_length)` packs it). Also the
+    segment: the tokenizer's ids of the whole text, packed as
+    `kzoo.text.BertPacker.from_tokenizer(tokenizer, seq_length)` packs them). Also the
     `serving_default` signature (input `text`).
   - `preprocess.tokenize(strings)`: tf.string [batch] -> int32 RaggedTensor
-    [batch, (words), (wordpieces)] as TF Hub's (words as `BertTokenizer.basic_tokenize`
-    splits them); `.merge_dims(-2, -1)` gives `BertTokenizer`'s [batch, (wordpieces)].
+    [batch, (words), (pieces)] as TF Hub's: the words are the tokenizer's `split_words`
+    (`BertTokenizer`: `basic_tokenize`; the other families: the runs between whitespace),
+    each tokenized alone by its `tokenize_words` (RoBERTa: with a space in front, as
+    transformers' `add_prefix_space=True, is_split_into_words=True`). For WordPiece
+    `.merge_dims(-2, -1)` gives `BertTokenizer`'s [batch, (wordpieces)]; for the others it can
+    differ from the tokenizer's ids of the whole text (RoBERTa's first word and runs of
+    spaces, e.g.), which is what `preprocess(strings)` packs.
     `preprocess.tokenize.get_special_tokens_dict()`: int32 scalars `vocab_size`,
-    `start_of_sequence_id`, `end_of_segment_id`, `padding_id`, `mask_id`.
+    `start_of_sequence_id` (`[CLS]` / `<s>`), `end_of_segment_id` (`[SEP]` / `</s>`),
+    `padding_id`, `mask_id`, the tokenizer's.
   - `preprocess.bert_pack_inputs(segments, seq_length=<default>)`: a list of 1 or 2 int32
     RaggedTensors [batch, (tokens)] or [batch, (words), (tokens)] -> the packed dict,
-    [batch, seq_length]; `seq_length` is an int32 scalar tensor (a Python int works too);
-    truncation as `BertPacker` (round robin for pairs).
-  - `preprocess.vocab_file` (asset, `assets/vocab.txt`), `preprocess.do_lower_case`.
+    [batch, seq_length], in the family's layout (table above); `seq_length` is an int32
+    scalar tensor (a Python int works too); truncation as `BertPacker` (round robin for
+    pairs).
+  - the asset attributes of the table, `preprocess.tokenizer_record`, and
+    `preprocess.do_lower_case` (the tokenizer's `lower_case`; False for RoBERTa and XLM-R).
 
 Encoder SavedModel (`encoder = tf.saved_model.load(path)`):
   - `encoder(inputs, training=False)`: dict of int32 [batch, seq] `input_word_ids`,
@@ -48,10 +75,12 @@ Encoder SavedModel (`encoder = tf.saved_model.load(path)`):
     float32 [batch, P, vocab_size]; `training=` as above.
   - signature `serving_default`: the three int32 inputs -> `pooled_output`,
     `sequence_output` (TF Serving signatures cannot return the `encoder_outputs` list).
-  - `encoder.vocab_file` (asset), `encoder.do_lower_case`, as TF Hub's encoders keep them.
+  - the same asset attributes (`encoder.vocab_file`, `encoder.sp_model_file`, ...),
+    `encoder.tokenizer_record` and `encoder.do_lower_case`, as TF Hub's encoders keep them.
 """
 
 import contextlib
+import json
 import os
 import tempfile
 from typing import NamedTuple
@@ -60,11 +89,15 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from kzoo import io as kzoo_io
+from kzoo.data.conll import split_words, tokenize_words
 from kzoo.export.versions import next_version, write_version
 from kzoo.models.encoder import INPUT_NAMES
-from kzoo.text import BertPacker
+from kzoo.text import BertPacker, BertTokenizer, RobertaTokenizer, SentencePieceTokenizer
+from kzoo.text.saving import RECORD, write_tokenizer
+from kzoo.text.tokenizer import StringTokenizer
 
 POSITIONS = "masked_lm_positions"
+LAYOUTS = ("bert", "roberta")
 
 
 class HubExport(NamedTuple):
@@ -74,15 +107,20 @@ class HubExport(NamedTuple):
     encoder: str
 
 
-def pack_segments(segments, seq_length, cls_id, sep_id, pad_id=0):
-    """`BertPacker`'s packing with `seq_length` a Python int or an int32 scalar tensor.
+def pack_segments(segments, seq_length, cls_id, sep_id, pad_id=0, layout="bert"):
+    """`BertPacker`'s (or `RobertaPacker`'s) packing with `seq_length` a Python int or an int32
+    scalar tensor.
 
     Args:
         segments: a list of 1 or 2 RaggedTensors [batch, (tokens)] or [batch, (words), (tokens)].
+        layout: "bert" (`cls a sep b sep`, type ids 0 then 1) or "roberta" (`cls a sep sep b sep`,
+            type ids all 0), a tokenizer's `packer_layout`.
 
     Returns:
         Dict of int32 [batch, seq_length] `input_word_ids`, `input_mask`, `input_type_ids`.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     segments = list(segments)
     if len(segments) not in (1, 2):
         raise ValueError(f"bert_pack_inputs packs one or two segments, got {len(segments)}")
@@ -94,9 +132,17 @@ def pack_segments(segments, seq_length, cls_id, sep_id, pad_id=0):
             segment = segment.merge_dims(-2, -1)
         flat.append(tf.cast(segment, tf.int32))
     seq_length = tf.cast(seq_length, tf.int32) if tf.is_tensor(seq_length) else int(seq_length)
-    budget = seq_length - 1 - len(flat)
+    separators = len(flat) if layout == "bert" or len(flat) == 1 else 3  # roberta: a </s></s> b </s>
+    budget = seq_length - 1 - separators
     trimmed = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(flat)
+    if layout == "roberta" and len(trimmed) == 2:  # the second segment starts with one more </s>
+        first, second = trimmed
+        extra = tf.RaggedTensor.from_tensor(tf.fill([second.nrows(), 1], tf.constant(sep_id, tf.int32)),
+                                            row_splits_dtype=second.row_splits.dtype)
+        trimmed = [first, tf.concat([extra, second], axis=1)]
     word_ids, type_ids = tf_text.combine_segments(trimmed, cls_id, sep_id)
+    if layout == "roberta":
+        type_ids = tf.zeros_like(word_ids)
     if isinstance(seq_length, int):
         shape = [None, seq_length]
     else:
@@ -117,21 +163,74 @@ def _input_spec(with_positions=False):
     return {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in names}
 
 
-def _preprocess_module(tokenizer, seq_length, vocab_path):
+def _asset_paths(tokenizer, folder):
+    """Writes the tokenizer's files into `folder` (`kzoo.text.saving.write_tokenizer`) and returns
+    {attribute: path} for the SavedModels' assets (the module docstring's table)."""
+    if not isinstance(tokenizer, (BertTokenizer, SentencePieceTokenizer, RobertaTokenizer)):
+        raise ValueError(f"export_hub_encoder exports kzoo's BertTokenizer, AlbertTokenizer, XLMRobertaTokenizer, "
+                         f"SentencePieceTokenizer and RobertaTokenizer, got {type(tokenizer).__name__}")
+    write_tokenizer(tokenizer, folder)
+    with open(os.path.join(folder, RECORD), encoding="utf-8") as f:
+        record = json.load(f)
+    if isinstance(tokenizer, BertTokenizer):
+        names = {"vocab_file": record["vocab_file"]}
+    elif isinstance(tokenizer, SentencePieceTokenizer):
+        names = {"sp_model_file": record["model_file"]}
+    else:
+        names = {"bpe_vocab_file": record["vocab_file"], "bpe_merges_file": record["merges_file"]}
+    names["tokenizer_record"] = RECORD
+    return {attribute: os.path.join(folder, name) for attribute, name in names.items()}
+
+
+def _add_tokenizer_attributes(root, tokenizer, assets):
+    """The asset attributes, `do_lower_case`, and the tokenizer's resources (if any) on `root`."""
+    for attribute, path in assets.items():
+        setattr(root, attribute, tf.saved_model.Asset(path))
+    lower_case = bool(getattr(tokenizer, "lower_case", False))
+    root.do_lower_case = tf.Variable(lower_case, trainable=False, name="do_lower_case")
+    if tokenizer.resources:
+        root.tokenizer_resources = list(tokenizer.resources)
+
+
+def _word_prefix(tokenizer):
+    """What `tokenize_words` puts in front of each word before tokenizing it alone: "" (the
+    `StringTokenizer` rule, BERT's and SentencePiece's), " " (`RobertaTokenizer`'s), or None for a
+    tokenizer whose `tokenize_words` does something else."""
+    method = getattr(type(tokenizer), "tokenize_words", None)
+    if method is StringTokenizer.tokenize_words:
+        return ""
+    if method is RobertaTokenizer.tokenize_words:
+        return " "
+    return None
+
+
+def _preprocess_module(tokenizer, seq_length, assets):
     root = tf.__internal__.tracking.AutoTrackable()
     packer = BertPacker.from_tokenizer(tokenizer, seq_length)
-    ids = dict(cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id)
+    layout = getattr(tokenizer, "packer_layout", "bert")
+    ids = dict(cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id,
+               layout=layout)
     string_spec = tf.TensorSpec([None], tf.string)
+    # The tokenizer's graph, traced once: the endpoints below call this function, so the SavedModel
+    # holds the tokenizer's constants (WordPiece, SentencePiece, BPE tables) once.
+    token_ids = tf.function(lambda strings: tokenizer(strings), input_signature=[string_spec], autograph=False)
+    prefix = _word_prefix(tokenizer)
 
-    def tokenize(strings):
-        words = tokenizer.basic_tokenize(strings)
-        return tokenizer(words)  # each word alone: [batch, (words), (pieces)]
+    def tokenize(strings):  # [batch, (words), (pieces)], each word alone
+        words = split_words(tokenizer, strings)
+        if prefix is None:
+            return tokenize_words(tokenizer, words)
+        flat = words.flat_values
+        return words.with_flat_values(token_ids(tf.strings.join([prefix, flat]) if prefix else flat))
 
     root.tokenize = tf.__internal__.tracking.AutoTrackable()
     root.tokenize.__call__ = tf.function(tokenize, input_signature=[string_spec], autograph=False)
-    # calls the tokenize function, so the SavedModel holds the tokenizer's graph once
-    root.__call__ = tf.function(lambda strings: packer(root.tokenize.__call__(strings).merge_dims(-2, -1)),
-                                input_signature=[string_spec], autograph=False)
+    if isinstance(tokenizer, BertTokenizer):  # WordPiece: the words' pieces, merged, are the text's
+        root.__call__ = tf.function(lambda strings: packer(root.tokenize.__call__(strings).merge_dims(-2, -1)),
+                                    input_signature=[string_spec], autograph=False)
+    else:  # the ids of the running text (RoBERTa's first word has no space in front, e.g.)
+        root.__call__ = tf.function(lambda strings: packer(token_ids(strings)), input_signature=[string_spec],
+                                    autograph=False)
     special = {
         "vocab_size": tokenizer.vocab_size,
         "start_of_sequence_id": tokenizer.cls_token_id,
@@ -154,14 +253,13 @@ def _preprocess_module(tokenizer, seq_length, vocab_path):
             specs = [tf.RaggedTensorSpec([None] * (ragged_rank + 1), tf.int32, ragged_rank=ragged_rank)
                      for _ in range(count)]
             bert_pack_inputs.get_concrete_function(specs, seq_length=tf.TensorSpec([], tf.int32))
-    root.vocab_file = tf.saved_model.Asset(vocab_path)
-    root.do_lower_case = tf.Variable(bool(tokenizer.lower_case), trainable=False, name="do_lower_case")
+    _add_tokenizer_attributes(root, tokenizer, assets)
     serving = tf.function(lambda text: root.__call__(text), input_signature=[tf.TensorSpec([None], tf.string,
                                                                                            name="text")])
     return root, {"serving_default": serving.get_concrete_function()}
 
 
-def _encoder_module(encoder, pretrainer, tokenizer, vocab_path):
+def _encoder_module(encoder, pretrainer, tokenizer, assets):
     root = tf.__internal__.tracking.AutoTrackable()
     root.variables = list(encoder.variables)
     root.trainable_variables = list(encoder.trainable_variables)
@@ -204,8 +302,7 @@ def _encoder_module(encoder, pretrainer, tokenizer, vocab_path):
         root.mlm.__call__ = tf.function(lambda inputs, training=False: mlm(inputs, training), autograph=False)
         for training in (False, True):
             root.mlm.__call__.get_concrete_function(_input_spec(True), training=training)
-    root.vocab_file = tf.saved_model.Asset(vocab_path)
-    root.do_lower_case = tf.Variable(bool(tokenizer.lower_case), trainable=False, name="do_lower_case")
+    _add_tokenizer_attributes(root, tokenizer, assets)
     return root, {"serving_default": serving_default.get_concrete_function()}
 
 
@@ -213,9 +310,12 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=128, pretrain
     """Writes TF Hub-style preprocessing and encoder SavedModels (see the module docstring).
 
     Args:
-        encoder: a kzoo encoder `keras.Model` (`kzoo.models.bert_encoder`), or a model
-            holding exactly one.
-        tokenizer: its `kzoo.text.BertTokenizer`; its vocabulary becomes `assets/vocab.txt`.
+        encoder: a kzoo encoder `keras.Model` (`kzoo.models.bert_encoder`, any family's), or
+            a model holding exactly one.
+        tokenizer: its kzoo tokenizer (`kzoo.text.BertTokenizer`, `AlbertTokenizer`,
+            `XLMRobertaTokenizer`, `RobertaTokenizer`; `Pretrained.tokenizer`); its files become
+            the assets (vocab.txt; spiece.model or sentencepiece.bpe.model; vocab.json and
+            merges.txt; plus kzoo_tokenizer.json) and its family sets the packing layout.
         export_root: writes `<export_root>/preprocess/<version>` and
             `<export_root>/encoder/<version>`.
         seq_length: the length the preprocessing model packs to by default.
@@ -241,11 +341,9 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=128, pretrain
     if version is None:
         version = max(next_version(root) for root in roots.values())
     with tempfile.TemporaryDirectory() as tmp:
-        vocab_path = os.path.join(tmp, "vocab.txt")
-        with open(vocab_path, "w", encoding="utf-8", newline="\n") as f:
-            f.write("".join(token + "\n" for token in tokenizer.vocabulary))
-        modules = {"preprocess": _preprocess_module(tokenizer, seq_length, vocab_path),
-                   "encoder": _encoder_module(encoder, pretrainer, tokenizer, vocab_path)}
+        assets = _asset_paths(tokenizer, os.path.join(tmp, "assets"))
+        modules = {"preprocess": _preprocess_module(tokenizer, seq_length, assets),
+                   "encoder": _encoder_module(encoder, pretrainer, tokenizer, assets)}
         paths = {}
         try:
             for kind, (module, signatures) in modules.items():

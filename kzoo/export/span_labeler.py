@@ -257,8 +257,8 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
     def write(path):
         archive = keras.export.ExportArchive()
         archive.track(model)
-        if getattr(tokenizer, "backend", None) == "library":  # SentencePiece's model is then a resource
-            archive.track(tokenizer._sp)
+        for resource in tokenizer.resources:  # a library-op SentencePiece model's resource
+            archive.track(resource)
         archive.add_endpoint("serving_default", serve, input_signature=signature)
         archive.write_out(path, verbose=False)
 

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from kzoo.data.conll import split_words, tokenize_words
 from kzoo.export.versions import write_version
 from kzoo.text import BertPacker
 
@@ -10,16 +11,19 @@ from kzoo.text import BertPacker
 def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, version=None, fill_tag="O"):
     """Writes `export_root/<version>/`, a SavedModel TF Serving loads as-is.
 
-    Words and labels follow `kzoo.data.conll`: the sentence is split into words as the
-    tokenizer's basic tokenization splits it (`BertTokenizer.basic_tokenize`: whitespace and
-    punctuation splitting, after its cleaning, lower-casing and accent stripping for uncased
-    vocabularies, so the words returned are the normalised ones), each word is
-    WordPiece-tokenized on its own (a word with no pieces becomes one `[UNK]`), and a word's
-    tag is the argmax of the logits at its first wordpiece; this is what
+    Words and labels follow `kzoo.data.conll`: the sentence is split into words by the
+    tokenizer's `split_words` (`BertTokenizer`: its basic tokenization,
+    `BertTokenizer.basic_tokenize`: whitespace and punctuation splitting, after its cleaning,
+    lower-casing and accent stripping for uncased vocabularies, so the words returned are the
+    normalised ones; ALBERT, XLM-R, RoBERTa: the runs of characters between whitespace,
+    unchanged, as the words of a CoNLL file), each word is tokenized on its own
+    (`tokenize_words`; RoBERTa puts a space in front; a word with no pieces becomes one
+    unknown token), packed in the tokenizer's family layout (`BertPacker.from_tokenizer`), and
+    a word's tag is the argmax of the logits at its first piece; this is what
     `tagging_dataset` + `word_predictions` give on those words.
 
     Truncation: as `tagging_dataset`, whole trailing words that do not fit in
-    `seq_length - 2` wordpieces are not run through the model; they are still returned in
+    `seq_length - 2` pieces are not run through the model; they are still returned in
     `tokens`, with the tag `fill_tag` (its id in `tag_ids`; "O" by default, like
     `word_predictions`' `fill_id=0` under `tag_vocabulary`) and all-zero `probabilities`;
     `num_tagged_words` counts the words that fit.
@@ -29,7 +33,7 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
       - `tags` tf.string [batch, max_words]: one tag per word, padded with "";
       - `tag_ids` int32 [batch, max_words], padded with -1;
       - `probabilities` float32 [batch, max_words, num_tags] (softmax at the first
-        wordpiece), zeros on padding and on cut words;
+        piece), zeros on padding and on cut words;
       - `num_words` int32 [batch] (0 for an empty or all-whitespace sentence);
       - `num_tagged_words` int32 [batch].
     `max_words` is the most words of a sentence in the batch. Each batch is packed to its
@@ -37,10 +41,11 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
 
     Args:
         model: a `kzoo.models.bert_token_classifier` (logits [batch, seq, num_tags]).
-        tokenizer: the `kzoo.text.BertTokenizer` used in training.
+        tokenizer: the kzoo tokenizer used in training (`BertTokenizer`, `AlbertTokenizer`,
+            `XLMRobertaTokenizer`, `RobertaTokenizer`; `Pretrained.tokenizer`).
         tag_names: tag strings, index = tag id (e.g. `kzoo.data.conll.tag_vocabulary`).
         export_root: the model's base path.
-        seq_length: the most wordpieces per packed sentence, `[CLS]` and `[SEP]` included.
+        seq_length: the most pieces per packed sentence, the two special tokens included.
         version: integer version; default: the next free one.
         fill_tag: the tag of words cut by truncation; must be in `tag_names`.
 
@@ -53,7 +58,7 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
     if fill_tag not in tag_names:
         raise ValueError(f"fill_tag {fill_tag!r} is not in tag_names {tag_names}")
     if seq_length < 3:
-        raise ValueError(f"seq_length must be >= 3 (room for [CLS], a word and [SEP]), got {seq_length}")
+        raise ValueError(f"seq_length must be >= 3 (room for the two special tokens and a word), got {seq_length}")
     fill_id = tag_names.index(fill_tag)
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)
     names_with_padding = tf.constant(tag_names + [""])  # index -1 -> ""
@@ -61,13 +66,13 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
     budget = seq_length - 2
 
     def serve_text(text):
-        words = tokenizer.basic_tokenize(text)  # [batch, (words)]
-        pieces = tokenizer(words).values  # [total words, (pieces)], each word alone
+        words = split_words(tokenizer, text)  # [batch, (words)]
+        pieces = tokenize_words(tokenizer, words).values  # [total words, (pieces)], each word alone
         empty = pieces.row_lengths() == 0
         unk = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(tf.cast(empty, tf.int32))],
                                                        tokenizer.unk_token_id),
                                                tf.cast(empty, tf.int64))
-        pieces = tf.concat([pieces, unk], axis=1)  # a word without pieces becomes [UNK]
+        pieces = tf.concat([pieces, unk], axis=1)  # a word without pieces becomes the unknown token
         lengths = pieces.row_lengths()
         # offset of each word's first piece in its sentence
         ends = tf.cumsum(lengths)
@@ -98,6 +103,8 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
     def write(path):
         archive = keras.export.ExportArchive()
         archive.track(model)
+        for resource in tokenizer.resources:
+            archive.track(resource)
         archive.add_endpoint("serving_default", serve_text,
                              input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         archive.write_out(path, verbose=False)

@@ -1,4 +1,9 @@
-"""Fine-tune a pretrained encoder as a CoNLL token tagger (NER, chunking), evaluate, predict."""
+"""Fine-tune a pretrained encoder as a CoNLL token tagger (NER, chunking), evaluate, predict.
+
+Any family `kzoo.checkpoints.load_pretrained` reads works (BERT, ALBERT, ELECTRA, RoBERTa,
+XLM-RoBERTa, DistilBERT): the words are tokenized with the checkpoint's own tokenizer
+(`Pretrained.tokenizer`, each word alone, its first piece labelled; see `kzoo.data.conll`) and
+packed in the family's layout, and that tokenizer is saved beside the model and exported."""
 
 import dataclasses
 import math
@@ -10,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from kzoo import io as kzoo_io
-from kzoo import checkpoints, models, text
+from kzoo import checkpoints, models
 from kzoo.data import conll
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
 from kzoo.export import export_tagger
@@ -36,10 +41,13 @@ class TaggerRun(AdaptationOptions, DistributionOptions):
         token_column, tag_column: column indices of the token and the tag (negative counts
             from the end; the defaults fit CoNLL-2003 and 2-column files).
         init_checkpoint: "minilm" (the pip package), an official prefix or folder, or a HF
-            folder.
-        bert_config_file, vocab_file: override the files beside the weights.
-        max_seq_length: most wordpieces per sentence, [CLS] and [SEP] included; longer
-            sentences lose trailing words (counted in the log; predicted "O").
+            folder of any kzoo family; its tokenizer files (vocab.txt, spiece.model,
+            sentencepiece.bpe.model, vocab.json + merges.txt) give the tokenizer.
+        bert_config_file, vocab_file: override the files beside the weights (vocab_file:
+            WordPiece families only).
+        max_seq_length: most pieces per sentence, the two special tokens ([CLS] and [SEP],
+            or <s> and </s>) included; longer sentences lose trailing words (counted in the
+            log; predicted "O").
         train_batch_size, eval_batch_size: global batch sizes (sentences).
         learning_rate: peak AdamW learning rate.
         num_train_epochs: epochs over the training split.
@@ -53,8 +61,9 @@ class TaggerRun(AdaptationOptions, DistributionOptions):
             batch and compile the train step with XLA (automatic under
             TPUStrategy).
         seed: seeds the split, shuffling, dropout and the head's init.
-        model_dir: TensorBoard logs, per-epoch weight checkpoints, the final `model.keras`
-            and `tags.json`.
+        model_dir: TensorBoard logs, per-epoch weight checkpoints, the final `model.keras`,
+            `tags.json` and the tokenizer (`kzoo.training.common.save_tokenizer`: its files
+            and `kzoo_tokenizer.json`; `load_tokenizer(model_dir)` reads it back).
         verbose: Keras progress output (1: bar, 2: a line per epoch).
     """
 
@@ -182,7 +191,7 @@ def run_tagger(run):
         pretrained = checkpoints.load_pretrained(run.init_checkpoint, config_file=run.bert_config_file,
                                                  vocab_file=run.vocab_file, **run.encoder_kwargs())
         model = models.bert_token_classifier(pretrained.encoder, num_tags=len(tag_names))
-    tokenizer = text.BertTokenizer(pretrained.vocab_file, lower_case=pretrained.lower_case)
+    tokenizer = pretrained.tokenizer  # the family's own: WordPiece, SentencePiece or byte-level BPE
 
     def dataset(sentences, tags, batch_size, training):
         return conll.tagging_dataset(sentences, tags, tokenizer, run.max_seq_length, tag_names, batch_size,
@@ -221,7 +230,7 @@ def run_tagger(run):
         logging.info("entity evaluation after %.0f s of training (%d sentences): precision %.4f, recall %.4f, "
                      "f1 %.4f", train_seconds, num_eval, metrics["precision"], metrics["recall"], metrics["f1"])
     save_model(model, run.model_dir, tags=tag_names)
-    save_tokenizer(pretrained.vocab_file, pretrained.lower_case, run.model_dir)
+    save_tokenizer(tokenizer, run.model_dir)
     adaptation_weights = save_adaptation(model, run, run.model_dir)
 
     result = {

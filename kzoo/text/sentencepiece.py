@@ -204,6 +204,12 @@ class SentencePieceTokenizer(StringTokenizer):
         self._allow_non_tensor_positional_args = True
         self.built = True
 
+    @property
+    def resources(self):
+        """(tf-text's `SentencepieceTokenizer`,) for the "library" backend, which holds a resource
+        (see `StringTokenizer.resources`); () for the "fast" one."""
+        return (self._sp,) if self.backend == "library" else ()
+
     # -- vocabulary --------------------------------------------------------------------------
     @property
     def vocabulary(self):

@@ -177,6 +177,15 @@ class StringTokenizer(keras.layers.Layer):
         """Same as calling the layer."""
         return self(inputs)
 
+    @property
+    def resources(self):
+        """The `tf.Module`s of the tokenizer that own TF resources, which an exported object must
+        track so that a SavedModel saves them (`ExportArchive.track`, or an attribute of the root
+        module). Empty for kzoo's constant-table tokenizers (WordPiece, unigram SentencePiece,
+        byte-level BPE); a SentencePiece model of another type runs tf-text's library op, a
+        resource."""
+        return ()
+
     def split_words(self, inputs):
         """Strings [batch] -> words [batch, (words)]: the units word-level tasks label (tagging)
         and align to (SQuAD). Here: the runs of characters between whitespace (`str.isspace`),

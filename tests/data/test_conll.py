@@ -244,3 +244,22 @@ def test_tagging_dataset_errors(corpus, tokenizer):
         tagging_dataset(sentences[:1], tags[:1], tokenizer, 16, ["O"], 2)
     with pytest.raises(ValueError, match="non-empty sentences"):
         tagging_dataset([["a"], []], None, tokenizer, 16, ["O"], 2)
+
+
+def test_byte_level_bpe_words_get_a_space_and_the_roberta_layout():
+    """A RoBERTa tokenizer: each word is tokenized with a space in front ("Ġhi", as transformers'
+    add_prefix_space=True + is_split_into_words), and packed `<s> pieces </s>` with pad id 1."""
+    from kzoo.text import RobertaTokenizer
+
+    vocabulary = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġ": 4, "h": 5, "i": 6, "hi": 7, "Ġhi": 8, "Ġh": 9,
+                  "!": 10, "Ġ!": 11, "<mask>": 12}
+    tokenizer = RobertaTokenizer(vocabulary=vocabulary, merges=["h i", "Ġ hi", "Ġ h", "Ġ !"])
+    data = tagging_dataset([["hi", "ih!", "hi"], ["hi", "x"]], [["B-X", "O", "B-X"], ["O", "B-X"]], tokenizer, 8,
+                           ["O", "B-X"], batch_size=2, dynamic_length=False)
+    features, labels = next(iter(data.dataset))
+    # "Ġhi" | "Ġ" "i" "h" "!" | "Ġhi"   and   "Ġhi" | "Ġ" "x" (not in the vocabulary: <unk>)
+    assert features["input_word_ids"].numpy().tolist() == [[0, 8, 4, 6, 5, 10, 8, 2], [0, 8, 4, 3, 2, 1, 1, 1]]
+    assert features["input_type_ids"].numpy().max() == 0
+    assert [p.tolist() for p in data.first_piece_positions] == [[1, 2, 6], [1, 2]]
+    assert labels.numpy().tolist() == [[IGNORE_LABEL, 1, 0, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL, 1, IGNORE_LABEL],
+                                       [IGNORE_LABEL, 0, 1] + [IGNORE_LABEL] * 5]

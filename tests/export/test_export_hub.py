@@ -84,6 +84,18 @@ def test_layout_and_preprocess_matches_kzoo(exported, tokenizer):
     assert packed["input_type_ids"].numpy().max() == 1
 
 
+def test_assets_rebuild_the_tokenizer(exported, tokenizer):
+    """assets/ holds vocab.txt and kzoo's kzoo_tokenizer.json record, from which the tokenizer is rebuilt."""
+    from kzoo.text.saving import read_tokenizer
+
+    for path in exported:
+        assets = os.path.join(path, "assets")
+        assert sorted(os.listdir(assets)) == ["kzoo_tokenizer.json", "vocab.txt"]
+        rebuilt = read_tokenizer(assets)
+        assert type(rebuilt) is BertTokenizer
+        assert rebuilt.vocabulary == tokenizer.vocabulary and rebuilt.lower_case == tokenizer.lower_case
+
+
 def test_encoder_matches_kzoo(exported, tokenizer, models):
     encoder, pretrainer = models
     loaded = tf.saved_model.load(exported.encoder)
