@@ -284,7 +284,7 @@ def test_save_model_and_tokenizer(ram_root, tmp_path, monkeypatch):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("".join(token + "\n" for token in VOCAB))
     assert save_tokenizer(str(vocab), True, root) == kzoo_io.join(root, "vocab.txt")
-    assert kzoo_io.listdir(root) == ["labels.json", "model.keras", "tokenizer.json", "vocab.txt"]
+    assert kzoo_io.listdir(root) == ["kzoo_tokenizer.json", "labels.json", "model.keras", "vocab.txt"]
     loaded = keras.models.load_model(kzoo_io.join(root, "model.keras"))
     x = np.ones((2, 3), "float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

@@ -125,9 +125,10 @@ def _official_config(prefix, folder, config_file):
 
 def _lower_case(folder, family):
     """do_lower_case from tokenizer_config.json (HF) or lower_case from
-    tokenizer.json (kzoo); else the family's (ALBERT lower-cases, RoBERTa
+    kzoo_tokenizer.json (kzoo; its earlier tokenizer.json too); else the family's (ALBERT lower-cases, RoBERTa
     and XLM-R do not), else guessed from the folder name."""
-    for name, key in (("tokenizer_config.json", "do_lower_case"), ("tokenizer.json", "lower_case")):
+    for name, key in (("tokenizer_config.json", "do_lower_case"), ("kzoo_tokenizer.json", "lower_case"),
+                      ("tokenizer.json", "lower_case")):
         path = os.path.join(folder, name)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:

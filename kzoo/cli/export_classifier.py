@@ -15,7 +15,7 @@ from kzoo.cli import console
 from kzoo.tasks.classification import export_classifier_dirs
 
 flags.DEFINE_list("model_dirs", None, "--model_dir folders of kzoo-run-classifier (model.keras, labels.json, "
-                  "tokenizer.json and its files); several make an ensemble.")
+                  "kzoo_tokenizer.json and the tokenizer's files); several make an ensemble.")
 flags.DEFINE_list("weights", None, "Ensemble weights, one per model_dir (default: equal).")
 flags.DEFINE_string("export_dir", None, "SavedModel base path; the next integer version is written.")
 flags.DEFINE_integer("max_seq_length", 128, "Longest packed input of the serving signature.")

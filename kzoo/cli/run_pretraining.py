@@ -69,7 +69,7 @@ flags.DEFINE_integer("generator_num_layers", D.generator_num_layers, "ELECTRA ge
 flags.DEFINE_float("discriminator_weight", D.discriminator_weight, "ELECTRA: loss = generator MLM + weight * "
                    "replaced-token detection.")
 flags.DEFINE_integer("seed", D.seed, "Seeds the sentence pairs, masks, held-out split and new weights.")
-flags.DEFINE_string("model_dir", D.model_dir, "Output: the config, the tokenizer's files and tokenizer.json, the "
+flags.DEFINE_string("model_dir", D.model_dir, "Output: the config, the tokenizer's files and kzoo_tokenizer.json, the "
                     "checkpoint (bert_model.ckpt.* or model.safetensors, after every epoch, atomically), "
                     "results.json, TensorBoard logs.")
 flags.DEFINE_integer("verbose", D.verbose, common_flags.VERBOSE_HELP)

@@ -316,7 +316,7 @@ def write_predictions(path, ids, label_names, probabilities):
 
 def load_classifier_dir(model_dir):
     """(model, labels) of one `run_classifier` model_dir, LoRA folded in."""
-    for name in ("model.keras", "labels.json", "tokenizer.json"):
+    for name in ("model.keras", "labels.json"):
         if not kzoo_io.exists(os.path.join(model_dir, name)):
             raise ValueError(f"{os.path.join(model_dir, name)} not found (a --model_dir of kzoo-run-classifier)")
     model = keras.models.load_model(os.path.join(model_dir, "model.keras"), compile=False)
@@ -344,7 +344,7 @@ def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=
             raise ValueError(f"{model_dir}: labels {member_labels} differ from {model_dirs[0]}'s {labels}")
         member_tokenizer = load_tokenizer(model_dir)
         if i and not _same_tokenizer(member_tokenizer, tokenizer):
-            raise ValueError(f"{model_dir}: its tokenizer ({type(member_tokenizer).__name__}, tokenizer.json and its "
+            raise ValueError(f"{model_dir}: its tokenizer ({type(member_tokenizer).__name__}, kzoo_tokenizer.json and its "
                              f"files) differs from {model_dirs[0]}'s; members must share one tokenizer")
         tokenizer = tokenizer if i else member_tokenizer
         labels = member_labels

@@ -24,7 +24,7 @@ new, sized by `generator_num_layers`); another family's encoder gets a new
 generator, and only the encoder (discriminator) is saved, as before.
 
 Every output folder also holds the tokenizer (`kzoo.training.common.
-save_tokenizer`: the family's files and `tokenizer.json`, which
+save_tokenizer`: the family's files and `kzoo_tokenizer.json`, which
 `load_tokenizer` reads) and a `tokenizer_config.json` with the casing options,
 so `kzoo.checkpoints.load_pretrained(model_dir)`, `load_masked_lm` and the
 fine-tuning commands read it back. From scratch (`bert_config_file` +

@@ -1,10 +1,10 @@
 """A tokenizer written into a folder and read back: the record a fine-tuned model_dir keeps.
 
 `write_tokenizer(tokenizer, folder)` writes the tokenizer's own files under the names its family's
-checkpoints use, plus `tokenizer.json`, a small record of which class reads them and with which
+checkpoints use, plus `kzoo_tokenizer.json`, a small record of which class reads them and with which
 options; `read_tokenizer(folder)` rebuilds the same tokenizer (same ids) from them:
 
-| tokenizer | files | `tokenizer.json` |
+| tokenizer | files | `kzoo_tokenizer.json` |
 |---|---|---|
 | `BertTokenizer` | vocab.txt | {"vocab_file": "vocab.txt", "lower_case": ...} (+ "class" and options) |
 | `AlbertTokenizer` | spiece.model | {"class": "AlbertTokenizer", "model_file": ..., "options": {lower_case, ...}} |
@@ -12,7 +12,10 @@ options; `read_tokenizer(folder)` rebuilds the same tokenizer (same ids) from th
 | `SentencePieceTokenizer` | spiece.model | {..., "options": {"special_tokens": ...}} |
 | `RobertaTokenizer` | vocab.json, merges.txt | {"class": "RobertaTokenizer", "vocab_file": ..., "merges_file": ..., "options": ...} |
 
-A `tokenizer.json` without "class" (what kzoo wrote before the other families) is a WordPiece one.
+The record is not named `tokenizer.json`, which is the file of transformers' fast tokenizers: a
+folder kzoo writes (a pretraining output is a Hugging Face folder) stays readable by
+`transformers.AutoTokenizer`. kzoo's earlier record, `tokenizer.json` with {"vocab_file",
+"lower_case"} (WordPiece), is still read when there is no `kzoo_tokenizer.json`.
 The folder may be local or on any `tf.io.gfile` file system; every file is written atomically
 (`kzoo.io`), the record last, so a reader that finds the record finds the files it names.
 """
@@ -24,7 +27,8 @@ from kzoo.text.bpe import RobertaTokenizer
 from kzoo.text.sentencepiece import AlbertTokenizer, SentencePieceTokenizer, XLMRobertaTokenizer
 from kzoo.text.tokenizer import BertTokenizer
 
-RECORD = "tokenizer.json"
+RECORD = "kzoo_tokenizer.json"
+LEGACY_RECORD = "tokenizer.json"  # kzoo before the families: WordPiece only
 _CLASSES = {cls.__name__: cls for cls in (BertTokenizer, AlbertTokenizer, XLMRobertaTokenizer,
                                           SentencePieceTokenizer, RobertaTokenizer)}
 # get_config keys that are the base layer's, or the files' contents, not options
@@ -36,7 +40,7 @@ def _options(tokenizer):
 
 
 def write_tokenizer(tokenizer, folder):
-    """Writes `tokenizer`'s files and `<folder>/tokenizer.json` (see the module docstring);
+    """Writes `tokenizer`'s files and `<folder>/kzoo_tokenizer.json` (see the module docstring);
     returns the record's path. `tokenizer` is one of kzoo's in-graph tokenizers."""
     name = type(tokenizer).__name__
     if _CLASSES.get(name) is not type(tokenizer):
@@ -75,15 +79,31 @@ def _read(folder, name, path, binary=False):
         raise ValueError(f"{path} names {name}, which {folder} lacks") from None
 
 
+def record_path(folder):
+    """The path of the tokenizer record in `folder`: `kzoo_tokenizer.json`, else kzoo's earlier
+    `tokenizer.json` when it is one (a WordPiece record, not transformers' tokenizer file); None
+    when there is neither."""
+    path = kzoo_io.join(folder, RECORD)
+    if kzoo_io.exists(path):
+        return path
+    legacy = kzoo_io.join(folder, LEGACY_RECORD)
+    if kzoo_io.exists(legacy):
+        try:
+            record = json.loads(kzoo_io.read_text(legacy))
+        except ValueError:
+            return None
+        if isinstance(record, dict) and "vocab_file" in record and "model" not in record:
+            return legacy
+    return None
+
+
 def read_tokenizer(folder):
     """The tokenizer `write_tokenizer` (or kzoo's earlier WordPiece-only record) saved in `folder`."""
-    path = kzoo_io.join(folder, RECORD)
+    path = record_path(folder)
+    if path is None:
+        raise ValueError(f"{kzoo_io.join(folder, RECORD)} not found: {folder} holds no tokenizer written by kzoo")
     try:
-        text = kzoo_io.read_text(path)
-    except FileNotFoundError:
-        raise ValueError(f"{path} not found: {folder} holds no tokenizer written by kzoo") from None
-    try:
-        record = json.loads(text)
+        record = json.loads(kzoo_io.read_text(path))
     except ValueError as e:
         raise ValueError(f"{path} is not JSON: {e}") from None
     if not isinstance(record, dict):

@@ -80,7 +80,7 @@ def save_model(model, model_dir, **json_files):
 def save_tokenizer(tokenizer, model_dir, *legacy):
     """Saves the tokenizer beside a model, so a model_dir is enough to tokenise for the saved
     model (ensembles, teachers, later exports): its files (vocab.txt, spiece.model,
-    sentencepiece.bpe.model, or vocab.json + merges.txt) and `<model_dir>/tokenizer.json`
+    sentencepiece.bpe.model, or vocab.json + merges.txt) and `<model_dir>/kzoo_tokenizer.json`
     (`kzoo.text.saving.write_tokenizer`), each written atomically; `model_dir` may be on any
     `tf.io.gfile` file system. Returns the path of the tokenizer's main file.
 
@@ -91,13 +91,12 @@ def save_tokenizer(tokenizer, model_dir, *legacy):
         target = kzoo_io.join(model_dir, "vocab.txt")
         if not _same_file(vocab_file, target):
             kzoo_io.copy(vocab_file, target)
-        write_json_atomically(kzoo_io.join(model_dir, "tokenizer.json"),
+        write_json_atomically(kzoo_io.join(model_dir, "kzoo_tokenizer.json"),
                               {"vocab_file": "vocab.txt", "lower_case": bool(lower_case)})
         return target
     from kzoo.text.saving import write_tokenizer
 
-    write_tokenizer(tokenizer, model_dir)
-    record = kzoo_io.read_json(kzoo_io.join(model_dir, "tokenizer.json"))
+    record = kzoo_io.read_json(write_tokenizer(tokenizer, model_dir))
     return kzoo_io.join(model_dir, record.get("model_file") or record["vocab_file"])
 
 
@@ -110,9 +109,9 @@ def _same_file(a, b):
 def load_tokenizer(model_dir):
     """The tokenizer saved beside a model by `save_tokenizer` (`kzoo.text.saving.read_tokenizer`;
     `model_dir` local or on any `tf.io.gfile` file system)."""
-    from kzoo.text.saving import read_tokenizer
+    from kzoo.text.saving import RECORD, read_tokenizer, record_path
 
-    if not kzoo_io.exists(kzoo_io.join(model_dir, "tokenizer.json")):
-        raise ValueError(f"{kzoo_io.join(model_dir, 'tokenizer.json')} not found: {model_dir} was not written by a "
-                         "kzoo fine-tuning run")
+    if record_path(model_dir) is None:
+        raise ValueError(f"{kzoo_io.join(model_dir, RECORD)} not found: {model_dir} was not written by a kzoo "
+                         "fine-tuning run")
     return read_tokenizer(model_dir)

@@ -13,9 +13,9 @@ from kzoo.training.common import load_tokenizer, save_tokenizer
 
 from tests.text.test_family_packing import HARD_STRINGS, family_assets
 
-FILES = {"albert": ["spiece.model", "tokenizer.json"],
-         "xlm_roberta": ["sentencepiece.bpe.model", "tokenizer.json"],
-         "roberta": ["merges.txt", "tokenizer.json", "vocab.json"]}
+FILES = {"albert": ["kzoo_tokenizer.json", "spiece.model"],
+         "xlm_roberta": ["kzoo_tokenizer.json", "sentencepiece.bpe.model"],
+         "roberta": ["kzoo_tokenizer.json", "merges.txt", "vocab.json"]}
 
 
 @pytest.mark.parametrize("family", sorted(FILES))
@@ -25,7 +25,8 @@ def test_round_trip_of_every_family(family, tmp_path, tmp_path_factory):
     texts = tf.constant(assets.strings[:300] + HARD_STRINGS)
     path = save_tokenizer(tokenizer, str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == FILES[family]
-    assert path == kzoo_io.join(str(tmp_path), FILES[family][0] if family != "roberta" else "vocab.json")
+    assert path == kzoo_io.join(str(tmp_path), {"albert": "spiece.model", "xlm_roberta": "sentencepiece.bpe.model",
+                                                "roberta": "vocab.json"}[family])
     restored = load_tokenizer(str(tmp_path))
     assert type(restored) is type(tokenizer)
     assert restored.get_config() | {"name": None} == tokenizer.get_config() | {"name": None}
@@ -43,20 +44,25 @@ def test_wordpiece_record_and_the_legacy_forms(tmp_path):
     assert (restored.lower_case, restored.max_input_chars_per_word) == (False, 7)
     assert restored(["Hello, world helloworld"]).to_list() == cased(["Hello, world helloworld"]).to_list() == [
         [9, 6, 7, 8, 1]]
-    # kzoo's earlier record ({"vocab_file", "lower_case"}, no class) and save_tokenizer's earlier signature
+    # save_tokenizer's earlier signature, and a model_dir of kzoo before the families: tokenizer.json
     (tmp_path / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
     save_tokenizer(str(tmp_path / "vocab.txt"), True, str(tmp_path / "old"))
-    assert json.loads((tmp_path / "old" / "tokenizer.json").read_text()) == {"vocab_file": "vocab.txt",
-                                                                             "lower_case": True}
+    assert json.loads((tmp_path / "old" / "kzoo_tokenizer.json").read_text()) == {"vocab_file": "vocab.txt",
+                                                                                  "lower_case": True}
+    (tmp_path / "old" / "kzoo_tokenizer.json").rename(tmp_path / "old" / "tokenizer.json")
     assert load_tokenizer(str(tmp_path / "old"))(["Hello, world"]).to_list() == [[5, 6, 7, 8]]
+    # ... but transformers' tokenizer.json is not kzoo's record
+    (tmp_path / "old" / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "WordPiece"}}')
+    with pytest.raises(ValueError, match=r"kzoo_tokenizer.json not found"):
+        load_tokenizer(str(tmp_path / "old"))
 
 
 def test_bad_records_name_the_file_and_field(tmp_path):
-    with pytest.raises(ValueError, match=r"tokenizer.json not found"):
+    with pytest.raises(ValueError, match=r"kzoo_tokenizer.json not found"):
         load_tokenizer(str(tmp_path))
-    record = tmp_path / "tokenizer.json"
+    record = tmp_path / "kzoo_tokenizer.json"
     for text, message in [
-        ("{not json", r"tokenizer.json is not JSON"),
+        ("{not json", r"kzoo_tokenizer.json is not JSON"),
         ('{"class": "GPT2Tokenizer"}', r"field 'class' is 'GPT2Tokenizer'; kzoo reads BertTokenizer"),
         ('{"class": "AlbertTokenizer"}', r"field 'model_file' must name a file in the folder, got None"),
         ('{"class": "AlbertTokenizer", "model_file": "spiece.model"}', r"names spiece.model, which .* lacks"),

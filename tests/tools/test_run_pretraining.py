@@ -75,7 +75,7 @@ def test_continued_pretraining_lowers_held_out_mlm_loss(corpora, general_model):
     general = general_model
     assert general["eval_after"]["mlm_logits_token_loss"] < general["eval_before"]["mlm_logits_token_loss"] - 1.0
     folder = root / "general"
-    assert {"bert_config.json", "vocab.txt", "tokenizer.json", "results.json", "bert_model.ckpt.index",
+    assert {"bert_config.json", "vocab.txt", "kzoo_tokenizer.json", "results.json", "bert_model.ckpt.index",
             "checkpoint"} <= set(os.listdir(folder))
 
     # Stage 2: continue from the stage-1 checkpoint on Wikipedia; held-out articles never seen.
