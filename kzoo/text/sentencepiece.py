@@ -36,6 +36,9 @@ ids plus one (fairseq's dictionary puts `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3 
 SentencePiece's `<unk>` -> 3, `<mask>` after the last piece; no lower-casing. transformers 5's
 (`tokenizers`) splits at U+0085 where SentencePiece keeps it, and breaks ties its own way.
 
+DeBERTa-v2/v3's tokenizer (`spm.model`, `[MASK]` after the pieces) is `kzoo.text.deberta.DebertaV2Tokenizer`,
+built on `SentencePieceTokenizer`.
+
 Neither recognises special-token strings (`[MASK]`, `<mask>`) inside the text: like
 `BertTokenizer` they tokenize text, and a caller that wants a mask splits the text around it.
 
@@ -175,6 +178,7 @@ class SentencePieceTokenizer(StringTokenizer):
     """
 
     packer_layout = "bert"
+    model_file_name = "spiece.model"  # the file `kzoo.text.saving.write_tokenizer` writes the model to
 
     def __init__(self, model_file=None, model_proto=None, special_tokens=None, **kwargs):
         super().__init__(**kwargs)
@@ -453,6 +457,7 @@ class XLMRobertaTokenizer(SentencePieceTokenizer):
     """
 
     packer_layout = "roberta"
+    model_file_name = "sentencepiece.bpe.model"
     FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
     def __init__(self, model_file=None, model_proto=None, **kwargs):

@@ -151,7 +151,8 @@ def test_registry_families_names_and_sources():
     for required in ("bert_base_uncased", "bert_base_cased", "bert_large_uncased", "bert_large_cased",
                      "bert_base_multilingual_cased", "bert_large_uncased_wwm", "bert_large_cased_wwm",
                      "albert_base_v2", "albert_large_v2", "electra_small", "electra_base", "electra_large",
-                     "roberta_base", "roberta_large", "xlm_roberta_base", "distilbert_base_uncased", "minilm"):
+                     "roberta_base", "roberta_large", "xlm_roberta_base", "distilbert_base_uncased", "minilm",
+                     "deberta_v3_xsmall", "deberta_v3_small", "deberta_v3_base", "deberta_v3_large"):
         assert presets.is_preset(required), required
     small = [p for p in all_presets if p.name.startswith("bert_uncased_L-")]
     assert len(small) == 24
@@ -179,9 +180,11 @@ def test_registry_google_entries_are_https_archives_and_hf_entries_complete():
         repo = p.source.removeprefix("huggingface.co/")
         assert [presets._url_filename(u) for u in p.urls] == list(p.files)
         assert all(u == f"https://huggingface.co/{repo}/resolve/main/{f}" for u, f in zip(p.urls, p.files))
-        assert "config.json" in p.files and "model.safetensors" in p.files, p.name
+        # microsoft's DeBERTa-v3 repositories carry pytorch_model.bin (reading it needs torch), not safetensors
+        weights = "pytorch_model.bin" if p.family == "deberta_v2" else "model.safetensors"
+        assert "config.json" in p.files and weights in p.files, p.name
         tokenizer = {"roberta": {"vocab.json", "merges.txt"}, "xlm_roberta": {"sentencepiece.bpe.model"},
-                     "distilbert": {"vocab.txt"}}[p.family]
+                     "distilbert": {"vocab.txt"}, "deberta_v2": {"spm.model", "tokenizer_config.json"}}[p.family]
         assert tokenizer <= set(p.files), p.name
         assert not p.is_archive
 
