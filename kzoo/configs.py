@@ -2,7 +2,7 @@
 
 `BertConfig` holds the hyper-parameters of every BERT-style encoder kzoo
 builds: BERT itself and the families next to it (`FAMILIES`): ALBERT,
-ELECTRA, RoBERTa, XLM-RoBERTa and DistilBERT. One class, one builder
+ELECTRA, RoBERTa, XLM-RoBERTa, DistilBERT and DeBERTa-v2/v3. One class, one builder
 (`kzoo.models.bert_encoder`): a `family` field says which encoder the config
 describes, and a few structural fields carry what the families add to BERT
 (`embedding_size`, `num_hidden_groups`, `inner_group_num`, `pad_token_id`,
@@ -21,8 +21,25 @@ Files read:
   `bert_config.json`-style file plus `embedding_size` is accepted (see also
   `kzoo.checkpoints.electra_map.config_from_checkpoint`);
 - a Hugging Face `config.json` with `model_type` "bert", "albert",
-  "electra", "roberta", "xlm-roberta" or "distilbert" (DistilBERT's own key
-  names: `dim`, `n_layers`, `n_heads`, `hidden_dim`, `activation`, ...).
+  "electra", "roberta", "xlm-roberta", "distilbert" (DistilBERT's own key
+  names: `dim`, `n_layers`, `n_heads`, `hidden_dim`, `activation`, ...) or
+  "deberta-v2" (DeBERTa-v2 and v3; `DEBERTA_KEYS`, below).
+
+DeBERTa-v2/v3 (family "deberta_v2", Hugging Face folders only: there is no
+official TF1 format): disentangled attention over log-bucketed relative
+positions (`kzoo.layers.DisentangledSelfAttention`), configured by the
+fields `DEBERTA_KEYS` names, with HF's key names and defaults as in
+DeBERTa-v3's config.json: `max_relative_positions` (-1: max_position_embeddings,
+as the reference), `position_buckets`, `pos_att_type` (c2p and/or p2c;
+"p2c|c2p" is read as in DebertaV2Config), `share_att_key`, `norm_rel_ebd`
+("layer_norm" or "none") and `pooler_hidden_act` (the ContextPooler of
+DebertaV2ForSequenceClassification). HF's `position_biased_input` is
+`use_absolute_positions` (false in v3: no absolute position table), and v3's
+`type_vocab_size` 0 means no token types. What kzoo does not implement is
+refused naming the file and key: `relative_attention` false,
+`conv_kernel_size` > 0 (deberta-v2-xlarge's and -xxlarge's convolution
+after the first layer), `embedding_size` or `attention_head_size` or
+`pooler_hidden_size` other than what hidden_size and the heads give.
 
 Relative positions (Shaw, Uszkoreit and Vaswani 2018; family "bert" only):
 `max_relative_position` (k > 0 turns them on), `relative_position_values`
@@ -58,14 +75,17 @@ APPROXIMATE_GELU = ("gelu_new", "gelu_approximate", "gelu_pytorch_tanh", "gelu_f
 ACTIVATIONS = EXACT_GELU + APPROXIMATE_GELU + ("relu", "silu", "swish", "tanh")
 
 # The encoder families kzoo builds (the names `kzoo.checkpoints.load_pretrained` reports).
-FAMILIES = ("bert", "albert", "electra", "roberta", "xlm_roberta", "distilbert")
+FAMILIES = ("bert", "albert", "electra", "roberta", "xlm_roberta", "distilbert", "deberta_v2")
 # Families whose pretrained weights exist as official TF1 checkpoints; the others come as HF folders only.
 OFFICIAL_FAMILIES = ("bert", "albert", "electra")
 # Hugging Face `model_type` -> family.
 HF_MODEL_TYPES = {"bert": "bert", "albert": "albert", "electra": "electra", "roberta": "roberta",
-                  "xlm-roberta": "xlm_roberta", "distilbert": "distilbert"}
+                  "xlm-roberta": "xlm_roberta", "distilbert": "distilbert", "deberta-v2": "deberta_v2"}
 _HF_ARCHITECTURES = {"bert": "BertModel", "albert": "AlbertModel", "electra": "ElectraModel",
-                     "roberta": "RobertaModel", "xlm_roberta": "XLMRobertaModel", "distilbert": "DistilBertModel"}
+                     "roberta": "RobertaModel", "xlm_roberta": "XLMRobertaModel", "distilbert": "DistilBertModel",
+                     "deberta_v2": "DebertaV2Model"}
+# Families without token types when type_vocab_size is 0.
+NO_TOKEN_TYPE_FAMILIES = ("distilbert", "deberta_v2")
 
 # The keys of an official bert_config.json, all required there.
 OFFICIAL_KEYS = (
@@ -111,6 +131,16 @@ _INT_KEYS = (
 _PROB_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 # kzoo's relative-position keys of an official bert_config.json (optional there) and their defaults.
 RELATIVE_KEYS = {"max_relative_position": 0, "relative_position_values": True, "use_absolute_positions": True}
+# DeBERTa-v2/v3's keys (HF config.json names) and kzoo's defaults, DeBERTa-v3's values; other families keep them.
+DEBERTA_KEYS = {"max_relative_positions": -1, "position_buckets": 256, "pos_att_type": ("p2c", "c2p"),
+                "share_att_key": True, "norm_rel_ebd": "layer_norm", "pooler_hidden_act": "gelu"}
+# DebertaV2Config's own defaults where a config.json lacks a key (they differ from v3's values).
+_DEBERTA_HF_DEFAULTS = {"max_relative_positions": -1, "position_buckets": -1, "pos_att_type": (),
+                        "share_att_key": False, "norm_rel_ebd": "none", "pooler_hidden_act": "gelu"}
+DEBERTA_ATTENTION_TYPES = ("c2p", "p2c")
+NORM_REL_EBD = ("layer_norm", "none")
+# Pooler activations Keras resolves by these names exactly as transformers' ACT2FN ("gelu": erf).
+POOLER_ACTIVATIONS = ("gelu", "tanh", "relu")
 
 
 @dataclasses.dataclass
@@ -132,7 +162,7 @@ class BertConfig:
             the `pad_token_id + 1` rows before the first position: 514 for
             512 tokens).
         type_vocab_size: number of segment (token type) ids; 0 (DistilBERT
-            only) means no token-type table: `input_type_ids` are ignored.
+            and DeBERTa-v3 only) means no token-type table: `input_type_ids` are ignored.
         initializer_range: stddev of the truncated-normal initialiser.
         layer_norm_eps: layer-norm epsilon (not in official files: 1e-12 there).
         family: one of `FAMILIES`; decides the pooler, the embedding
@@ -157,7 +187,25 @@ class BertConfig:
             the paper and MEAD's `rpr_value_on`), not only to the keys (a^K).
         use_absolute_positions: False drops the absolute position table from
             the embeddings (then `max_position_embeddings` bounds nothing:
-            any sequence length runs). Needs `max_relative_position` > 0.
+            any sequence length runs). Needs `max_relative_position` > 0, or
+            family "deberta_v2" (HF's `position_biased_input`; false in v3).
+        max_relative_positions: DeBERTa: the largest relative distance the
+            log buckets resolve (-1 or any value < 1: max_position_embeddings,
+            as the reference; `relative_max_distance`).
+        position_buckets: DeBERTa: relative distances are log-bucketed into
+            [-position_buckets, position_buckets) (the shared relative table
+            has 2 * position_buckets rows); <= 0: no buckets, distances
+            clipped to [-max_relative_positions, max_relative_positions).
+        pos_att_type: DeBERTa: the position terms of the attention, a tuple
+            of "c2p" (content-to-position) and/or "p2c" (position-to-content).
+        share_att_key: DeBERTa: project the relative embeddings with each
+            layer's query / key projections (True, v3); False gives every
+            layer its own `pos_key_proj` (c2p) and `pos_query_proj` (p2c).
+        norm_rel_ebd: DeBERTa: "layer_norm" (the shared relative table goes
+            through `encoder.LayerNorm`, v3) or "none".
+        pooler_hidden_act: DeBERTa: activation of the ContextPooler (the
+            encoder's `pooled_output`: dense + activation over the first
+            token), one of `POOLER_ACTIVATIONS`.
     """
 
     vocab_size: int
@@ -180,8 +228,16 @@ class BertConfig:
     max_relative_position: int = 0
     relative_position_values: bool = True
     use_absolute_positions: bool = True
+    max_relative_positions: int = -1
+    position_buckets: int = 256
+    pos_att_type: tuple = ("p2c", "c2p")
+    share_att_key: bool = True
+    norm_rel_ebd: str = "layer_norm"
+    pooler_hidden_act: str = "gelu"
 
     def __post_init__(self):
+        if isinstance(self.pos_att_type, list):
+            self.pos_att_type = tuple(self.pos_att_type)
         self.validate()
 
     @property
@@ -210,8 +266,11 @@ class BertConfig:
         BERT, ALBERT, RoBERTa, XLM-R), "first_token" (ELECTRA: the first
         token's hidden state itself, its `get_pooled_output`) or
         "pre_classifier" (DistilBERT: ReLU dense over the first token, the
-        `pre_classifier` of its sequence classifier)."""
-        return {"electra": "first_token", "distilbert": "pre_classifier"}.get(self.family, "dense")
+        `pre_classifier` of its sequence classifier) or "context" (DeBERTa:
+        the ContextPooler of its sequence classifier, a dense with
+        `pooler_hidden_act` over the first token)."""
+        return {"electra": "first_token", "distilbert": "pre_classifier", "deberta_v2": "context"}.get(
+            self.family, "dense")
 
     @property
     def position_padding_idx(self):
@@ -223,6 +282,26 @@ class BertConfig:
     def relative_positions(self):
         """Whether the attention layers use Shaw et al.'s relative positions."""
         return self.max_relative_position > 0
+
+    @property
+    def relative_max_distance(self):
+        """DeBERTa: `max_relative_positions` resolved (< 1: max_position_embeddings)."""
+        return self.max_relative_positions if self.max_relative_positions >= 1 else self.max_position_embeddings
+
+    @property
+    def relative_span(self):
+        """DeBERTa: the attention span of the relative table (`pos_ebd_size` in the reference):
+        position_buckets when > 0, else the resolved max_relative_positions; the table has twice as many rows."""
+        return self.position_buckets if self.position_buckets > 0 else self.relative_max_distance
+
+    @property
+    def disentangled_attention(self):
+        """The `kzoo.layers.DisentangledSelfAttention` options of a DeBERTa config (None for other families):
+        what `TransformerEncoderBlock(disentangled_attention=...)` takes."""
+        if self.family != "deberta_v2":
+            return None
+        return {"position_buckets": self.position_buckets, "max_relative_positions": self.relative_max_distance,
+                "pos_att_type": list(self.pos_att_type), "share_att_key": self.share_att_key}
 
     @property
     def max_sequence_length(self):
@@ -254,7 +333,8 @@ class BertConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int):
                 fail(key, f"expected a positive integer, got {value!r}")
-            if value <= 0 and not (key == "type_vocab_size" and self.family == "distilbert"):
+            if value <= 0 and not (key == "type_vocab_size" and self.family in NO_TOKEN_TYPE_FAMILIES
+                                   and value == 0):
                 fail(key, f"must be positive, got {value}")
         for key in _PROB_KEYS:
             value = getattr(self, key)
@@ -298,15 +378,50 @@ class BertConfig:
                 fail(key, f"expected true or false, got {getattr(self, key)!r}")
         if self.family != "bert":
             for key, default in RELATIVE_KEYS.items():
+                if key == "use_absolute_positions" and self.family == "deberta_v2":
+                    continue  # DeBERTa's position_biased_input
                 if getattr(self, key) != default:
                     fail(key, f"relative positions are implemented for family 'bert' only; {self.family} needs "
                               f"{json.dumps(default)}, got {json.dumps(getattr(self, key))}")
-        if not self.use_absolute_positions and not k:
+        self._validate_deberta(fail)
+        if not self.use_absolute_positions and not k and self.family != "deberta_v2":
             fail("use_absolute_positions", "false leaves the encoder without any position information: set "
                                            "max_relative_position > 0 too")
         if self.position_padding_idx is not None and self.max_sequence_length < 1:
             fail("max_position_embeddings", f"{self.max_position_embeddings} rows leave no position after the "
                                             f"pad_token_id + 1 = {self.pad_token_id + 1} offset")
+
+    def _validate_deberta(self, fail):
+        if self.family != "deberta_v2":
+            for key, default in DEBERTA_KEYS.items():
+                if getattr(self, key) != default:
+                    fail(key, f"a DeBERTa key (family 'deberta_v2' only); {self.family} needs {default!r}, "
+                              f"got {getattr(self, key)!r}")
+            return
+        for key in ("max_relative_positions", "position_buckets"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                fail(key, f"expected an integer, got {value!r}")
+        types = self.pos_att_type
+        if not isinstance(types, tuple) or any(t not in DEBERTA_ATTENTION_TYPES for t in types) or (
+                len(set(types)) != len(types)):
+            fail("pos_att_type", f"kzoo implements the attention types {list(DEBERTA_ATTENTION_TYPES)} (each at "
+                                 f"most once), got {types!r}")
+        for key in ("share_att_key", "use_absolute_positions"):
+            if not isinstance(getattr(self, key), bool):
+                fail(key, f"expected true or false, got {getattr(self, key)!r}")
+        if self.norm_rel_ebd not in NORM_REL_EBD:
+            fail("norm_rel_ebd", f"expected one of {list(NORM_REL_EBD)}, got {self.norm_rel_ebd!r}")
+        if self.pooler_hidden_act not in POOLER_ACTIVATIONS:
+            fail("pooler_hidden_act", f"expected one of {list(POOLER_ACTIVATIONS)}, got {self.pooler_hidden_act!r}")
+        if self.embedding_size is not None and self.embedding_size != self.hidden_size:
+            fail("embedding_size", f"DeBERTa's embed_proj (embedding_size != hidden_size) is not implemented; "
+                                   f"expected {self.hidden_size}, got {self.embedding_size}")
+        mid = self.position_buckets // 2
+        if self.position_buckets > 0 and (mid < 1 or self.relative_max_distance - 1 <= mid):
+            fail("position_buckets", f"{self.position_buckets} buckets need max_relative_positions (resolved: "
+                                     f"{self.relative_max_distance}) - 1 > position_buckets // 2 = {mid}, and "
+                                     "position_buckets >= 2")
 
     # ------------------------------------------------------------------ dicts
     @classmethod
@@ -368,6 +483,8 @@ class BertConfig:
             kwargs.update(family="distilbert", type_vocab_size=0, layer_norm_eps=1e-12,  # fixed in DistilBERT
                           pad_token_id=data.get("pad_token_id", 0) or 0)
             return kwargs
+        if found == "deberta_v2":
+            return cls._deberta_kwargs(data, source)
         position_type = data.get("position_embedding_type", "absolute")
         if position_type != "absolute":
             raise ValueError(
@@ -385,6 +502,46 @@ class BertConfig:
             kwargs.update({key: data.get(key, default) for key, default in _ALBERT_DEFAULTS.items()})
         if found == "electra":
             kwargs["embedding_size"] = data.get("embedding_size", 128)  # ElectraConfig's default
+        return kwargs
+
+    @classmethod
+    def _deberta_kwargs(cls, data, source):
+        """A `model_type` "deberta-v2" config.json (DeBERTa-v2 and v3): DebertaV2Config's defaults for the keys
+        it lacks; refuses (file + key) what kzoo does not implement."""
+
+        def refuse(key, why):
+            raise ValueError(f"{source}: invalid `{key}`: {why}")
+
+        cls._required(data, OFFICIAL_KEYS, source, " (DeBERTa-v2's config.json names)")
+        kwargs = {key: data[key] for key in OFFICIAL_KEYS}
+        kwargs.update(family="deberta_v2", layer_norm_eps=data.get("layer_norm_eps", 1e-7),
+                      pad_token_id=data.get("pad_token_id", 0) or 0)
+        if data.get("relative_attention", False) is not True:
+            refuse("relative_attention", "kzoo's deberta_v2 encoder is the relative-attention DeBERTa (every "
+                                         f"released v2 and v3 model): expected true, got "
+                                         f"{json.dumps(data.get('relative_attention', False))} (absent means false)")
+        if (data.get("conv_kernel_size") or 0) > 0:
+            refuse("conv_kernel_size", f"the convolution layer (deberta-v2-xlarge / -xxlarge) is not implemented; "
+                                       f"expected 0 or absent, got {data['conv_kernel_size']!r}")
+        head_size = kwargs["hidden_size"] // kwargs["num_attention_heads"] if kwargs["num_attention_heads"] else None
+        for key, want in (("embedding_size", kwargs["hidden_size"]), ("attention_head_size", head_size),
+                          ("pooler_hidden_size", kwargs["hidden_size"])):
+            if data.get(key) is not None and data[key] != want:
+                refuse(key, f"only {want} (what hidden_size and num_attention_heads give) is implemented, "
+                            f"got {data[key]!r}")
+        kwargs.update({key: data.get(key, default) for key, default in _DEBERTA_HF_DEFAULTS.items()})
+        types = kwargs["pos_att_type"]
+        if types is None:
+            types = ()
+        if isinstance(types, str):  # "p2c|c2p", as DebertaV2Config reads it
+            types = [t.strip() for t in types.lower().split("|")]
+        kwargs["pos_att_type"] = tuple(types) if isinstance(types, (list, tuple)) else types
+        norm = kwargs["norm_rel_ebd"]
+        parts = [p.strip() for p in norm.lower().split("|")] if isinstance(norm, str) else [norm]
+        if any(p not in NORM_REL_EBD for p in parts):  # the reference reads "a|b" and tests "layer_norm" in it
+            refuse("norm_rel_ebd", f"expected one of {list(NORM_REL_EBD)} ('|'-joined), got {norm!r}")
+        kwargs["norm_rel_ebd"] = "layer_norm" if "layer_norm" in parts else "none"
+        kwargs["use_absolute_positions"] = data.get("position_biased_input", True)
         return kwargs
 
     @classmethod
@@ -441,9 +598,16 @@ class BertConfig:
             if any(getattr(self, key) != default for key, default in RELATIVE_KEYS.items()):
                 data.update({key: getattr(self, key) for key in RELATIVE_KEYS})
             return data
-        if self.relative_positions or not self.use_absolute_positions:
+        if self.relative_positions or (not self.use_absolute_positions and family != "deberta_v2"):
             raise ValueError("Hugging Face's BertModel has no clipped (Shaw et al.) relative positions: a config with "
                              "max_relative_position > 0 has only the official format (format='official')")
+        if family == "deberta_v2":
+            data = {key: getattr(self, key) for key in OFFICIAL_KEYS}
+            data.update({key: getattr(self, key) for key in DEBERTA_KEYS}, pos_att_type=list(self.pos_att_type))
+            data.update(model_type="deberta-v2", architectures=[_HF_ARCHITECTURES[family]],
+                        layer_norm_eps=self.layer_norm_eps, pad_token_id=self.pad_token_id, relative_attention=True,
+                        position_biased_input=self.use_absolute_positions, pooler_hidden_size=self.hidden_size)
+            return data
         if family == "distilbert":
             data = {theirs: getattr(self, ours) for theirs, ours in DISTILBERT_KEYS.items()}
             data.update(model_type="distilbert", architectures=["DistilBertModel"], pad_token_id=self.pad_token_id,

@@ -222,3 +222,72 @@ def test_relative_position_fields_are_validated_in_the_constructor():
     ]:
         with pytest.raises(ValueError, match=f"BertConfig: invalid `{key}`"):
             BertConfig(**base, **changes)
+
+
+# ------------------------------------------------------------------------------------------- DeBERTa-v2/v3
+def _deberta(**changes):
+    """A deberta-v3-base-style config.json (its keys, as the Hub ships them; tiny sizes)."""
+    data = dict(model_type="deberta-v2", vocab_size=30, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=16, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                max_position_embeddings=512, type_vocab_size=0, initializer_range=0.02, layer_norm_eps=1e-7,
+                relative_attention=True, position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True,
+                pos_att_type="p2c|c2p", max_relative_positions=-1, position_biased_input=False, pooler_hidden_size=8,
+                pooler_dropout=0, pooler_hidden_act="gelu")
+    data.update(changes)
+    return data
+
+
+def test_reads_hf_deberta_v3_config(tmp_path):
+    config = BertConfig.from_json_file(_file(tmp_path, _deberta()))
+    assert (config.family, config.type_vocab_size, config.use_absolute_positions, config.max_sequence_length) == (
+        "deberta_v2", 0, False, None)
+    assert (config.pos_att_type, config.position_buckets, config.relative_max_distance, config.relative_span) == (
+        ("p2c", "c2p"), 256, 512, 256)  # "p2c|c2p" read as DebertaV2Config does; -1 -> max_position_embeddings
+    assert (config.share_att_key, config.norm_rel_ebd, config.pooler, config.layer_norm_eps) == (
+        True, "layer_norm", "context", 1e-7)
+    assert config.disentangled_attention == {"position_buckets": 256, "max_relative_positions": 512,
+                                             "pos_att_type": ["p2c", "c2p"], "share_att_key": True}
+    assert BertConfig.from_dict(config.to_dict("hf")) == config
+    with pytest.raises(ValueError, match="deberta_v2 has no official config format"):
+        config.to_dict("official")
+    # DebertaV2Config's defaults for absent keys (position_biased_input true, no buckets, no position terms).
+    bare = {k: v for k, v in _deberta().items() if k not in ("position_buckets", "norm_rel_ebd", "share_att_key",
+                                                               "pos_att_type", "position_biased_input")}
+    config = BertConfig.from_json_file(_file(tmp_path, bare))
+    assert (config.use_absolute_positions, config.position_buckets, config.pos_att_type, config.share_att_key,
+            config.norm_rel_ebd) == (True, -1, (), False, "none")
+
+
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        (dict(relative_attention=False), "relative_attention"),
+        (dict(relative_attention=None), "relative_attention"),  # absent: DebertaV2Config's false
+        (dict(conv_kernel_size=3), "conv_kernel_size"),  # deberta-v2-xlarge's convolution
+        (dict(pos_att_type="p2c|c2p|p2p"), "pos_att_type"),
+        (dict(pos_att_type=["c2p", "c2p"]), "pos_att_type"),
+        (dict(norm_rel_ebd="batch_norm"), "norm_rel_ebd"),
+        (dict(pooler_hidden_size=16), "pooler_hidden_size"),
+        (dict(embedding_size=4), "embedding_size"),
+        (dict(attention_head_size=2), "attention_head_size"),
+        (dict(pooler_hidden_act="gelu_new"), "pooler_hidden_act"),
+        (dict(share_att_key="yes"), "share_att_key"),
+        (dict(position_buckets=256, max_relative_positions=100), "position_buckets"),
+        (dict(type_vocab_size=-1), "type_vocab_size"),
+    ],
+)
+def test_invalid_deberta_config_names_file_and_key(tmp_path, changes, key):
+    data = {k: v for k, v in _deberta(**changes).items() if v is not None}
+    path = _file(tmp_path, data)
+    with pytest.raises(ValueError) as e:
+        BertConfig.from_json_file(path)
+    assert path in str(e.value) and f"`{key}`" in str(e.value)
+
+
+def test_deberta_fields_belong_to_deberta():
+    with pytest.raises(ValueError, match="BertConfig: invalid `position_buckets`.*family 'deberta_v2' only"):
+        BertConfig(vocab_size=10, hidden_size=8, num_attention_heads=2, position_buckets=8)
+    config = BertConfig(vocab_size=10, hidden_size=8, num_attention_heads=2, family="deberta_v2", type_vocab_size=0,
+                        use_absolute_positions=False, position_buckets=8, max_relative_positions=16,
+                        pos_att_type=["c2p"])
+    assert config.pos_att_type == ("c2p",) and config.relative_span == 8 and not config.relative_positions

@@ -3,8 +3,9 @@
 An assignment map is a list of `Entry`s: one checkpoint name (in the family's
 *canonical* names: the official TF1 names where the family has official
 checkpoints, i.e. BERT, ALBERT and ELECTRA; for the Hugging Face-only
-families, RoBERTa, XLM-R and DistilBERT, the TensorFlow spelling of their HF
-names, `roberta/encoder/layer_0/attention/self/query/kernel`) and the model
+families, RoBERTa, XLM-R, DistilBERT and DeBERTa-v2/v3, the TensorFlow
+spelling of their HF names, `roberta/encoder/layer_0/attention/self/query/
+kernel`) and the model
 variable it fills, with the layout the checkpoint stores it in. A
 `FamilyMap` gathers a family's entries and its translation from HF names
 (torch `Linear` weights [out, in] are transposed to TensorFlow's [in, out]

@@ -1,7 +1,7 @@
 """Load Hugging Face folders (config.json + weights) of every family into kzoo models.
 
 Hugging Face names (`encoder.layer.3.attention.self.query.weight`, with or
-without a `bert.` / `albert.` / ... prefix) are translated to the canonical
+without a `bert.` / `albert.` / `deberta.` / ... prefix) are translated to the canonical
 ones of the encoder's family (`kzoo.checkpoints.mapping.family_map(...).
 hf_name`: the official names for BERT, ALBERT and ELECTRA), and torch
 `Linear` weights ([out, in]) transposed to TensorFlow's [in, out]; the

@@ -5,8 +5,8 @@ Each family's map is a declarative table in its own module: `bert_map`
 kernel`), `albert_map` (google-research/albert's, `bert/encoder/transformer/
 group_0/inner_group_0/attention_1/self/query/kernel`), `electra_map`
 (google-research/electra's, `electra/encoder/layer_3/...`), `roberta_map`
-(RoBERTa and XLM-R) and `distilbert_map` (HF names only: these families have
-no official TF1 checkpoints). Each entry says which model variable receives
+(RoBERTa and XLM-R), `distilbert_map` and `deberta_map` (DeBERTa-v2/v3) (HF
+names only: these families have no official TF1 checkpoints). Each entry says which model variable receives
 a value and how the stored array is reshaped: official dense kernels are
 [in, out]; Keras' attention kernels split the hidden axis into [heads,
 head_size] (`kzoo.checkpoints.entries.Entry`). `family_map(encoder)` picks
@@ -14,12 +14,12 @@ the map of an encoder's family; loaders for Hugging Face folders translate
 HF names and layouts to the canonical ones and reuse the tables.
 """
 
-from kzoo.checkpoints import albert_map, bert_map, distilbert_map, electra_map, roberta_map
+from kzoo.checkpoints import albert_map, bert_map, deberta_map, distilbert_map, electra_map, roberta_map
 from kzoo.checkpoints.entries import Entry, FamilyMap, checked_value  # noqa: F401  (re-exported)
 from kzoo.models.walk import encoder_family
 
 MAPS = {"bert": bert_map.MAP, "albert": albert_map.MAP, "electra": electra_map.MAP, "roberta": roberta_map.MAP,
-        "xlm_roberta": roberta_map.MAP, "distilbert": distilbert_map.MAP}
+        "xlm_roberta": roberta_map.MAP, "distilbert": distilbert_map.MAP, "deberta_v2": deberta_map.MAP}
 
 
 def family_map(encoder_or_family):

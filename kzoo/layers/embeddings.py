@@ -3,7 +3,9 @@
 The same layer serves every family kzoo builds: DistilBERT has no segment
 table (`type_vocab_size=0`), RoBERTa and XLM-R count positions from the
 padding id (`padding_idx`), ALBERT and ELECTRA keep narrow tables
-(`hidden_size` is the embedding width; the encoder projects it).
+(`hidden_size` is the embedding width; the encoder projects it), DeBERTa-v3
+has neither segments nor absolute positions but holds the relative-position
+table every layer's disentangled attention shares (`relative_embeddings`).
 """
 
 import keras
@@ -43,9 +45,21 @@ class BertEmbeddings(keras.layers.Layer):
         initializer_range: stddev of the truncated-normal initialiser.
         layer_norm_eps: LayerNorm epsilon.
         dropout: dropout rate applied after the LayerNorm.
+        relative_embeddings: DeBERTa: rows of the relative-position table
+            shared by every layer's `DisentangledSelfAttention` (2 *
+            position_buckets; HF's `encoder.rel_embeddings`), width
+            `hidden_size`; 0 (the default): none. With a table the layer
+            returns `(embeddings, table)`, the table after its LayerNorm.
+        relative_layer_norm: DeBERTa's `norm_rel_ebd="layer_norm"`: the table
+            goes through its own LayerNorm (`relative_layer_norm`; HF's
+            `encoder.LayerNorm`) at every call.
+        mask_padding: DeBERTa: multiply the embeddings by `padding_mask`
+            after the LayerNorm (padding positions become zeros, as
+            DebertaV2Embeddings does); only padding positions change.
         frozen_parts: sub-layers to freeze when the layer is built
             ("word_embeddings", "token_type_embeddings",
-            "position_embeddings", "layer_norm", or a variable path such as
+            "position_embeddings", "layer_norm", "relative_embeddings",
+            "relative_layer_norm", or a variable path such as
             "layer_norm/beta"). `get_config()` records the current freezing
             here, so that embeddings partly frozen by
             `kzoo.models.enable_parameter_efficient_training` (the tables
@@ -71,6 +85,9 @@ class BertEmbeddings(keras.layers.Layer):
         dropout=0.1,
         padding_idx=None,
         frozen_parts=(),
+        relative_embeddings=0,
+        relative_layer_norm=True,
+        mask_padding=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +107,13 @@ class BertEmbeddings(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.dropout_rate = dropout
         self.padding_idx = padding_idx
+        if isinstance(relative_embeddings, bool) or not isinstance(relative_embeddings, int) or (
+                relative_embeddings < 0):
+            raise ValueError(f"relative_embeddings must be a non-negative number of rows (0: none), got "
+                             f"{relative_embeddings!r}")
+        self.relative_rows = relative_embeddings
+        self.use_relative_layer_norm = bool(relative_layer_norm)
+        self.mask_padding = bool(mask_padding)
         self._frozen_parts = [str(p) for p in (frozen_parts or ())]
 
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
@@ -117,6 +141,17 @@ class BertEmbeddings(keras.layers.Layer):
             epsilon=layer_norm_eps, dtype=self.dtype_policy, name="layer_norm"
         )
         self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.relative_embeddings = None
+        self.relative_layer_norm = None
+        if relative_embeddings:
+            self.relative_embeddings = keras.layers.Embedding(
+                relative_embeddings, hidden_size, embeddings_initializer=init, dtype=self.dtype_policy,
+                name="relative_embeddings",
+            )
+            if self.use_relative_layer_norm:
+                self.relative_layer_norm = keras.layers.LayerNormalization(
+                    epsilon=layer_norm_eps, dtype=self.dtype_policy, name="relative_layer_norm"
+                )
 
     def build(self, word_ids_shape, type_ids_shape=None):
         self.word_embeddings.build(word_ids_shape)
@@ -126,10 +161,14 @@ class BertEmbeddings(keras.layers.Layer):
         if self.position_embeddings is not None:
             self.position_embeddings.build(embedded_shape)
         self.layer_norm.build(embedded_shape)
+        if self.relative_embeddings is not None:
+            self.relative_embeddings.build((self.relative_rows,))
+            if self.relative_layer_norm is not None:
+                self.relative_layer_norm.build((self.relative_rows, self.hidden_size))
         self.built = True
         freeze_after_build(self, self._frozen_parts)
 
-    def call(self, word_ids, type_ids=None, training=None):
+    def call(self, word_ids, type_ids=None, padding_mask=None, training=None):
         x = self.word_embeddings(word_ids)
         if self.token_type_embeddings is not None:
             x = x + self.token_type_embeddings(type_ids)
@@ -140,7 +179,20 @@ class BertEmbeddings(keras.layers.Layer):
         else:
             x = x + keras.ops.take(keras.ops.cast(self.position_embeddings.position_embeddings, x.dtype),
                                    self.position_ids(word_ids), axis=0)
-        return self.dropout(self.layer_norm(x), training=training)
+        x = self.layer_norm(x)
+        if self.mask_padding and padding_mask is not None:
+            x = x * keras.ops.cast(padding_mask, x.dtype)[..., None]
+        x = self.dropout(x, training=training)
+        if self.relative_embeddings is None:
+            return x
+        return x, self.relative_table()
+
+    def relative_table(self):
+        """DeBERTa's shared relative-position table [rows, hidden_size], after
+        its LayerNorm (the reference's `get_rel_embedding`), in the compute
+        dtype."""
+        table = keras.ops.cast(self.relative_embeddings.embeddings, self.compute_dtype)
+        return table if self.relative_layer_norm is None else self.relative_layer_norm(table)
 
     def position_ids(self, word_ids):
         """RoBERTa's position ids of `word_ids` (see `padding_idx`), int32."""
@@ -148,7 +200,10 @@ class BertEmbeddings(keras.layers.Layer):
         return keras.ops.cumsum(real, axis=1) * real + self.padding_idx
 
     def compute_output_shape(self, word_ids_shape, type_ids_shape=None):
-        return tuple(word_ids_shape) + (self.hidden_size,)
+        shape = tuple(word_ids_shape) + (self.hidden_size,)
+        if self.relative_embeddings is None:
+            return shape
+        return shape, (self.relative_rows, self.hidden_size)
 
     def get_config(self):
         config = super().get_config()
@@ -162,6 +217,9 @@ class BertEmbeddings(keras.layers.Layer):
             layer_norm_eps=self.layer_norm_eps,
             dropout=self.dropout_rate,
             padding_idx=self.padding_idx,
+            relative_embeddings=self.relative_rows,
+            relative_layer_norm=self.use_relative_layer_norm,
+            mask_padding=self.mask_padding,
             frozen_parts=frozen_parts(self) if self.built else list(self._frozen_parts),
         )
         return config

@@ -1,10 +1,12 @@
 """One transformer encoder block, post-LN (BERT) or pre-LN, with optional
-bottleneck adapters (Houlsby / Pfeiffer) and LoRA."""
+bottleneck adapters (Houlsby / Pfeiffer) and LoRA; its attention is plain,
+Shaw et al.'s relative or DeBERTa's disentangled attention."""
 
 import keras
 
 from kzoo.layers import activations
 from kzoo.layers.adapters import BottleneckAdapter, LowRankAdapter
+from kzoo.layers.disentangled_attention import DisentangledSelfAttention
 from kzoo.layers.relative_attention import RelativeMultiHeadAttention
 from kzoo.layers.trainability import freeze_after_build, frozen_parts
 
@@ -22,8 +24,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
     then adds one final LayerNorm after the last block.
     Attention is `keras.layers.MultiHeadAttention` (with
     `max_relative_position` > 0, `kzoo.layers.RelativeMultiHeadAttention`:
-    Shaw et al.'s relative positions); padding keys are masked out so padding
-    never changes the outputs at real positions.
+    Shaw et al.'s relative positions; with `disentangled_attention`,
+    `kzoo.layers.DisentangledSelfAttention`: DeBERTa's); padding keys are
+    masked out so padding never changes the outputs at real positions.
 
     Args:
         num_heads: attention heads; must divide the input width.
@@ -68,6 +71,19 @@ class TransformerEncoderBlock(keras.layers.Layer):
             normal; LoRA and adapters apply as for plain attention.
         relative_position_values: with k > 0, add the relative embeddings to
             the values too (a^V), not only to the keys.
+        disentangled_attention: None, or the options of a
+            `kzoo.layers.DisentangledSelfAttention` (DeBERTa-v2/v3; a dict
+            with `position_buckets`, `max_relative_positions`,
+            `pos_att_type`, `share_att_key`: `BertConfig.
+            disentangled_attention`). The block is then called with the
+            encoder's shared `relative_embeddings` table ([rows, width]) and
+            masks padding queries as well as keys (as the reference: only
+            padding positions' outputs change); the relative table gets
+            dropout at the block's `dropout` rate. LoRA on "query" / "key"
+            also changes the projections of the relative table (with
+            share_att_key), exactly as merging the update into the kernels
+            does; the separate `pos_key` / `pos_query` projections
+            (share_att_key False) get no LoRA.
 
     With LoRA, the base kernel and bias of every target projection are
     frozen (not trainable), and stay frozen when `trainable` is set on the
@@ -107,6 +123,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         frozen_parts=(),
         max_relative_position=0,
         relative_position_values=True,
+        disentangled_attention=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -135,8 +152,19 @@ class TransformerEncoderBlock(keras.layers.Layer):
                              f"got {max_relative_position!r}")
         if not isinstance(relative_position_values, bool):
             raise ValueError(f"relative_position_values must be True or False, got {relative_position_values!r}")
+        if disentangled_attention is not None:
+            if not isinstance(disentangled_attention, dict):
+                raise ValueError(f"disentangled_attention must be None or a dict of DisentangledSelfAttention "
+                                 f"options, got {disentangled_attention!r}")
+            if max_relative_position:
+                raise ValueError("max_relative_position (Shaw et al.) and disentangled_attention (DeBERTa) are "
+                                 "two kinds of relative attention: choose one")
+            disentangled_attention = dict(disentangled_attention)
+            if "pos_att_type" in disentangled_attention:
+                disentangled_attention["pos_att_type"] = list(disentangled_attention["pos_att_type"])
         self.max_relative_position = max_relative_position
         self.relative_position_values = relative_position_values
+        self.disentangled_attention = disentangled_attention
         self.adapter_type = adapter_type
         self.adapter_size = adapter_size
         self.adapter_activation = adapter_activation
@@ -163,7 +191,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
         common = dict(dtype=self.dtype_policy)
         attention = dict(num_heads=self.num_heads, key_dim=hidden_size // self.num_heads,
                          dropout=self.attention_dropout, kernel_initializer=init, name="attention", **common)
-        if self.max_relative_position:
+        if self.disentangled_attention is not None:
+            self.attention = DisentangledSelfAttention(relative_dropout=self.dropout_rate,
+                                                       **self.disentangled_attention, **attention)
+        elif self.max_relative_position:
             self.attention = RelativeMultiHeadAttention(
                 max_relative_position=self.max_relative_position, relative_values=self.relative_position_values,
                 relative_initializer=init, **attention,
@@ -271,17 +302,26 @@ class TransformerEncoderBlock(keras.layers.Layer):
         keras.layers.Layer.trainable.fset(self, value)
         self._freeze_lora_bases()
 
-    def call(self, x, padding_mask=None, training=None):
+    def call(self, x, padding_mask=None, relative_embeddings=None, training=None):
         attention_mask = None
+        disentangled = self.disentangled_attention is not None
+        if disentangled and relative_embeddings is None:
+            raise ValueError(f"{self.name}: a block with disentangled attention needs the encoder's shared "
+                             "relative_embeddings")
         if padding_mask is not None:
-            # [batch, 1, keys]: every query may attend to every real key.
-            attention_mask = keras.ops.cast(padding_mask, "bool")[:, None, :]
+            keys = keras.ops.cast(padding_mask, "bool")
+            # [batch, 1, keys]: every query may attend to every real key. DeBERTa: [batch, queries, keys], padding
+            # queries see nothing (the reference's mask; they attend uniformly, as there).
+            attention_mask = keras.ops.logical_and(keys[:, :, None], keys[:, None, :]) if disentangled else (
+                keys[:, None, :])
 
         residual = x
         if self.norm_first:
             x = self.attention_layer_norm(x)
         if any(self._has_lora(t) for t in _ATTENTION_TARGETS):
-            x = self._lora_attention(x, attention_mask, training)
+            x = self._lora_attention(x, attention_mask, training, relative_embeddings)
+        elif disentangled:
+            x = self.attention.attend(x, relative_embeddings, attention_mask=attention_mask, training=training)
         else:
             x = self.attention(x, x, attention_mask=attention_mask, training=training)
         x = self.attention_output_dropout(x, training=training)
@@ -308,16 +348,28 @@ class TransformerEncoderBlock(keras.layers.Layer):
             x = self.output_layer_norm(x)
         return x
 
-    def _lora_attention(self, x, attention_mask, training):
+    def _lora_attention(self, x, attention_mask, training, relative_embeddings=None):
         """`self.attention(x, x)` with LoRA updates added to its projections.
 
         The same steps as `keras.layers.MultiHeadAttention.call` for
         self-attention with an explicit mask, through the layer's own
         sub-layers and its `_compute_attention` (the documented extension
         point of subclasses), so the outputs equal the plain call's exactly
-        when the updates are zero.
+        when the updates are zero. Disentangled attention runs its `attend`
+        with these projections, which also project the relative table.
         """
         attention = self.attention
+        if self.disentangled_attention is not None:
+            def project(target, h):
+                out = getattr(attention, f"{target}_dense")(h)
+                return out + getattr(self, f"{target}_lora")(h) if self._has_lora(target) else out
+
+            def project_output(context):
+                out = attention.output_dense(context)
+                return out + self.attention_output_lora(context) if self._has_lora("attention_output") else out
+
+            return attention.attend(x, relative_embeddings, attention_mask=attention_mask, training=training,
+                                    project=project, project_output=project_output)
         attention_mask = attention._compute_attention_mask(x, x, attention_mask=attention_mask)
         projected = {}
         for target in ("query", "key", "value"):
@@ -356,5 +408,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
             frozen_parts=frozen_parts(self, self._lora_base_variables()) if self.built else list(self._frozen_parts),
             max_relative_position=self.max_relative_position,
             relative_position_values=self.relative_position_values,
+            disentangled_attention=self.disentangled_attention,
         )
         return config

@@ -21,6 +21,20 @@ xlm_roberta     segment id; tanh `pooler`
 distilbert      no segment table (`input_type_ids` accepted and ignored);
                 `pooler` = ReLU dense over the first token (the
                 `pre_classifier` of DistilBertForSequenceClassification)
+deberta_v2      DeBERTa-v2/v3: every block's attention is a
+                `DisentangledSelfAttention` (content-to-content plus the
+                config's c2p / p2c terms over log-bucketed relative
+                positions); the embeddings hold the relative table all blocks
+                share ([2 * position_buckets, hidden], with its LayerNorm:
+                HF's `encoder.rel_embeddings`, `encoder.LayerNorm`) and hand
+                it to every block; no absolute positions in v3
+                (`use_absolute_positions` = HF's `position_biased_input`
+                false: any length runs) and no segment table when
+                type_vocab_size is 0; padding positions are zeroed after the
+                embeddings' LayerNorm and padding queries masked, as the
+                reference; `pooler` = the ContextPooler of
+                DebertaV2ForSequenceClassification (dense +
+                `pooler_hidden_act`, GELU, over the first token)
 ==============  ==============================================================
 
 BERT's config may turn on Shaw et al.'s relative-position attention
@@ -72,7 +86,8 @@ def bert_encoder(
     `sequence_output` [batch, seq, hidden], `pooled_output` [batch, hidden]
     (see `BertConfig.pooler`: a tanh dense over the first token for BERT,
     ALBERT, RoBERTa and XLM-R; the first token itself for ELECTRA; ReLU
-    `pre_classifier` dense for DistilBERT) and `encoder_outputs`, one
+    `pre_classifier` dense for DistilBERT; the GELU ContextPooler dense for
+    DeBERTa) and `encoder_outputs`, one
     [batch, seq, hidden] tensor per layer (the raw block outputs; for ALBERT
     one per layer applied, the output of its group's last inner block; with
     `norm_first=True` `sequence_output` is the last of them after the final
@@ -151,7 +166,8 @@ def bert_encoder(
     init = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
 
     inputs = encoder_inputs(seq_length)
-    x = BertEmbeddings(
+    deberta = config.family == "deberta_v2"
+    embedded = BertEmbeddings(
         vocab_size=config.vocab_size,
         hidden_size=config.embedding_width,
         max_position_embeddings=config.max_position_embeddings,
@@ -161,8 +177,13 @@ def bert_encoder(
         layer_norm_eps=config.layer_norm_eps,
         dropout=dropout,
         padding_idx=config.position_padding_idx,
+        relative_embeddings=2 * config.relative_span if deberta else 0,
+        relative_layer_norm=config.norm_rel_ebd == "layer_norm",
+        mask_padding=deberta,
         name="embeddings",
-    )(inputs["input_word_ids"], inputs["input_type_ids"])
+    )(inputs["input_word_ids"], inputs["input_type_ids"], **(dict(padding_mask=inputs["input_mask"]) if deberta else {}))
+    # DeBERTa: the relative table every block's attention shares.
+    x, relative = embedded if deberta else (embedded, None)
     if config.has_embedding_projection:
         x = keras.layers.Dense(config.hidden_size, kernel_initializer=init, name=EMBEDDING_PROJECTION)(x)
 
@@ -184,6 +205,7 @@ def bert_encoder(
             lora_targets=lora_targets,
             max_relative_position=config.max_relative_position,
             relative_position_values=config.relative_position_values,
+            disentangled_attention=config.disentangled_attention,
             name=name,
         )
 
@@ -195,11 +217,15 @@ def bert_encoder(
     encoder_outputs = []
     for i in range(config.num_hidden_layers):
         for layer in groups[config.layer_group(i)]:
-            x = layer(x, padding_mask=inputs["input_mask"])
+            if relative is None:
+                x = layer(x, padding_mask=inputs["input_mask"])
+            else:
+                x = layer(x, padding_mask=inputs["input_mask"], relative_embeddings=relative)
         encoder_outputs.append(x)
     if norm_first:
         x = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="final_layer_norm")(x)
-    pooler = {"dense": dict(), "first_token": dict(dense=False), "pre_classifier": dict(activation="relu")}
+    pooler = {"dense": dict(), "first_token": dict(dense=False), "pre_classifier": dict(activation="relu"),
+              "context": dict(activation=config.pooler_hidden_act)}
     pooled = BertPooler(config.hidden_size, config.initializer_range, name="pooler", **pooler[config.pooler])(x)
     outputs = {"sequence_output": x, "pooled_output": pooled, "encoder_outputs": encoder_outputs}
     return keras.Model(inputs, outputs, name=name or f"{config.family}_encoder")
@@ -223,3 +249,4 @@ electra_encoder = _family_encoder("electra")
 roberta_encoder = _family_encoder("roberta")
 xlm_roberta_encoder = _family_encoder("xlm_roberta")
 distilbert_encoder = _family_encoder("distilbert")
+deberta_v2_encoder = _family_encoder("deberta_v2")

@@ -67,12 +67,16 @@ def encoder_parts(encoder):
 def encoder_family(encoder):
     """The checkpoint-name family of a kzoo encoder, read off its structure:
     "albert" (shared `transformer_group_*` blocks), "roberta" (RoBERTa's
-    position ids; XLM-R's encoders too, they have the same names), "distilbert"
-    (no segment table), "electra" (a pooler without weights, or an embedding
-    projection without shared blocks) or "bert"."""
+    position ids; XLM-R's encoders too, they have the same names),
+    "deberta_v2" (the shared relative-position table of disentangled
+    attention in the embeddings), "distilbert" (no segment table), "electra"
+    (a pooler without weights, or an embedding projection without shared
+    blocks) or "bert"."""
     parts = encoder_parts(encoder)
     if any(_SHARED_NAME.match(b.name) for group in parts.block_groups for b in group):
         return "albert"
+    if getattr(parts.embeddings, "relative_embeddings", None) is not None:
+        return "deberta_v2"
     if parts.embeddings.padding_idx is not None:
         return "roberta"
     if parts.embeddings.token_type_embeddings is None:
