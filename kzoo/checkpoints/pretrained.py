@@ -125,8 +125,8 @@ def _official_config(prefix, folder, config_file):
 
 def _lower_case(folder, family):
     """do_lower_case from tokenizer_config.json (HF) or lower_case from
-    kzoo_tokenizer.json (kzoo; its earlier tokenizer.json too); else the family's (ALBERT lower-cases, RoBERTa
-    and XLM-R do not), else guessed from the folder name."""
+    kzoo_tokenizer.json (kzoo; its earlier tokenizer.json too); else the family's (ALBERT lower-cases, RoBERTa,
+    XLM-R and DeBERTa-v3 do not), else guessed from the folder name."""
     for name, key in (("tokenizer_config.json", "do_lower_case"), ("kzoo_tokenizer.json", "lower_case"),
                       ("tokenizer.json", "lower_case")):
         path = os.path.join(folder, name)
@@ -138,7 +138,7 @@ def _lower_case(folder, family):
                 return value
     if family == "albert":
         return True
-    if family in ("roberta", "xlm_roberta"):
+    if family in ("roberta", "xlm_roberta", "deberta_v2"):
         return False
     name = os.path.basename(os.path.abspath(folder)).lower()
     return not ("cased" in name and "uncased" not in name)
@@ -233,7 +233,8 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
 # The masked-LM head's weight names, per family, for error messages.
 _MLM_HEAD_NAMES = {"bert": "cls/predictions/*", "albert": "cls/predictions/* (HF: predictions.*)",
                    "roberta": "lm_head.*", "xlm_roberta": "lm_head.*", "distilbert": "vocab_transform.*, "
-                   "vocab_layer_norm.*, vocab_projector.bias"}
+                   "vocab_layer_norm.*, vocab_projector.bias",
+                   "deberta_v2": "cls.predictions.* or lm_predictions.lm_head.*"}
 
 
 def load_masked_lm(checkpoint, config_file=None, vocab_file=None):

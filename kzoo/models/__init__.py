@@ -3,8 +3,8 @@ models, and the models adaptation builds around them (multi-task,
 distillation, ensembles)."""
 
 from kzoo.models.classifier import bert_classifier
-from kzoo.models.encoder import (INPUT_NAMES, albert_encoder, bert_encoder, distilbert_encoder, electra_encoder,
-                                 encoder_inputs, roberta_encoder, xlm_roberta_encoder)
+from kzoo.models.encoder import (INPUT_NAMES, albert_encoder, bert_encoder, deberta_v2_encoder, distilbert_encoder,
+                                 electra_encoder, encoder_inputs, roberta_encoder, xlm_roberta_encoder)
 from kzoo.models.task_models import bert_span_labeler, bert_token_classifier
 from kzoo.models.adaptation import (enable_parameter_efficient_training, load_adaptation_weights, merge_lora,
                                     save_adaptation_weights)

@@ -48,6 +48,14 @@ def _family(encoder, embeddings, blocks):
     if family == "roberta":
         return ("xlm_roberta" if encoder.name.startswith("xlm_roberta") else family,
                 dict(pad_token_id=embeddings.padding_idx))
+    if family == "deberta_v2":
+        attention = blocks[0].attention
+        pooler = [layer for layer in encoder.layers if isinstance(layer, BertPooler)]
+        return family, dict(position_buckets=attention.position_buckets,
+                            max_relative_positions=attention.max_relative_positions,
+                            pos_att_type=tuple(attention.pos_att_type), share_att_key=attention.share_att_key,
+                            norm_rel_ebd="layer_norm" if embeddings.use_relative_layer_norm else "none",
+                            pooler_hidden_act=pooler[0].activation if pooler else "gelu")
     return family, {}
 
 

@@ -56,7 +56,7 @@ from kzoo.training.distribution import DistributionOptions
 OBJECTIVES = ("bert", "electra")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 # Families pretrained with masked LM only (no sentence-pair head), saved as Hugging Face folders.
-MLM_ONLY_FAMILIES = ("roberta", "xlm_roberta", "distilbert")
+MLM_ONLY_FAMILIES = ("roberta", "xlm_roberta", "distilbert", "deberta_v2")
 WORDPIECE_FAMILIES = ("bert", "electra", "distilbert")
 HF_WEIGHTS = "model.safetensors"
 

@@ -141,3 +141,21 @@ def test_student_of_a_relative_position_teacher(tmp_path):
     student = student_from_teacher(teacher, 1)
     block = find_encoder(student).get_layer("transformer_layer_0")
     assert (block.max_relative_position, block.relative_position_values) == (3, True)
+
+
+def test_student_of_a_deberta_v3_teacher(tmp_path):
+    """DeBERTa-v3 (log-bucketed disentangled attention, shared relative table, ContextPooler) carries over."""
+    from kzoo import configs
+
+    config = configs.BertConfig(family="deberta_v2", vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
+                                type_vocab_size=0, use_absolute_positions=False, position_buckets=8,
+                                max_relative_positions=16, pooler_hidden_act="gelu")
+    teacher = bert_classifier(config, num_classes=3)
+    _randomise(teacher)
+    teacher.save(tmp_path / "teacher.keras")
+    teacher = keras.models.load_model(tmp_path / "teacher.keras")
+    x = random_inputs(2, 30, 50, lengths=[30, 9])
+    np.testing.assert_allclose(student_from_teacher(teacher, 2)(x), teacher(x), atol=1e-5)
+    student = student_from_teacher(teacher, 1)
+    assert len(find_encoder(student)(x)["encoder_outputs"]) == 1
