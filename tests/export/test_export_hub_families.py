@@ -23,7 +23,8 @@ from kzoo.export.hub import export_hub_encoder
 from kzoo.text import BertPacker, RobertaPacker
 from kzoo.text.saving import read_tokenizer
 
-FAMILIES = ("albert", "xlm_roberta", "roberta")
+FAMILIES = ("albert", "xlm_roberta", "roberta", "deberta_v2")
+BERT_LAYOUT = ("albert", "deberta_v2")  # [CLS] a [SEP] b [SEP]; the others <s> a </s></s> b </s>
 SEQ_LENGTH = 24
 TEXTS = ["Hello, world! It costs 1,000,000 dollars.", "Café ``naïve'' 東京 ΟΔΟΣ", "", "a  b\t\tc \u00a0d",
          "it's 'sup, they're here", "the quick brown fox jumps over the lazy dog " * 4,
@@ -121,14 +122,14 @@ def _check_preprocess_and_encoder(family, served):
     pretrained, _, _, got = served[family]
     tokenizer = pretrained.tokenizer
     packer = BertPacker.from_tokenizer(tokenizer, SEQ_LENGTH)
-    assert type(packer) is (BertPacker if family == "albert" else RobertaPacker)
+    assert type(packer) is (BertPacker if family in BERT_LAYOUT else RobertaPacker)
     texts = tf.constant(TEXTS)
     want = packer(tokenizer(texts))  # the family's packer on the tokenizer's ids of the running text
     for name in want:
         assert got["inputs"][name] == want[name].numpy().tolist(), (family, name)
         assert got["serving"][name] == want[name].numpy().tolist(), (family, name)
     assert max(map(sum, got["inputs"]["input_mask"])) == SEQ_LENGTH  # the long text is cut
-    if family != "albert":
+    if family not in BERT_LAYOUT:
         assert got["inputs"]["input_type_ids"] == [[0] * SEQ_LENGTH] * len(TEXTS)
         assert {row[-1] for row in got["inputs"]["input_word_ids"] if 0 < sum(row) < SEQ_LENGTH} <= {1}
     outputs = pretrained.encoder(want, training=False)
@@ -154,7 +155,7 @@ def _check_tokenize_pack_and_special_tokens(family, served):
     for name in want:
         assert got["pairs"][name] == want[name].numpy().tolist(), (family, name)
     assert sum(got["pairs"]["input_mask"][2]) == PAIR_LENGTH
-    if family == "albert":
+    if family in BERT_LAYOUT:
         assert max(map(max, got["pairs"]["input_type_ids"])) == 1
     else:  # <s> a </s></s> b </s>
         row = got["pairs"]["input_word_ids"][0]
@@ -162,7 +163,7 @@ def _check_tokenize_pack_and_special_tokens(family, served):
     assert got["special"] == {"vocab_size": tokenizer.vocab_size, "start_of_sequence_id": tokenizer.cls_token_id,
                               "end_of_segment_id": tokenizer.sep_token_id, "padding_id": tokenizer.pad_token_id,
                               "mask_id": tokenizer.mask_token_id}, family
-    expected_ids = {"albert": (2, 3, 0), "xlm_roberta": (0, 2, 1), "roberta": (0, 2, 1)}[family]
+    expected_ids = {"albert": (2, 3, 0), "xlm_roberta": (0, 2, 1), "roberta": (0, 2, 1), "deberta_v2": (1, 2, 0)}[family]
     assert (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id) == expected_ids
     assert got["do_lower_case"] == [family == "albert"] * 2
 
@@ -171,7 +172,8 @@ def _check_assets(family, served):
     pretrained, folder, export, got = served[family]
     files = {"albert": {"sp_model_file": "spiece.model"},
              "xlm_roberta": {"sp_model_file": "sentencepiece.bpe.model"},
-             "roberta": {"bpe_vocab_file": "vocab.json", "bpe_merges_file": "merges.txt"}}[family]
+             "roberta": {"bpe_vocab_file": "vocab.json", "bpe_merges_file": "merges.txt"},
+             "deberta_v2": {"sp_model_file": "spm.model"}}[family]
     assert sorted(got["assets"]) == sorted([*files, "tokenizer_record"]), family  # no vocab_file outside WordPiece
     for attribute, name in {**files, "tokenizer_record": "kzoo_tokenizer.json"}.items():
         assert [os.path.basename(p) for p in got["assets"][attribute]] == [name, name]

@@ -28,7 +28,7 @@ from tests.text.test_family_packing import family_assets, layout
 HARD = ["Hello, world! 1,000,000 dollars.", "Café ``naïve'' 東京 😀", "", "a  b\t\tc \u00a0d",
         "it's 'sup ΟΔΟΣ", "नमस्ते दुनिया"]
 LENGTH = 32
-RECORDED = ("albert", "xlm_roberta", "roberta")  # re-exported from the model_dir's tokenizer record
+RECORDED = ("albert", "xlm_roberta", "roberta", "deberta_v2")  # re-exported from the model_dir's tokenizer record
 
 FRESH_PROCESS = textwrap.dedent("""
     import json, sys

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tests.conftest import shared_path
 from tests.family_models import tiny_family_folders
 
-FAMILIES = ("albert", "roberta")
+FAMILIES = ("albert", "roberta", "deberta_v2")  # two SentencePiece families and byte-level BPE
 FRESH = (
     "import json, sys, tensorflow as tf, tensorflow_text\n"
     "job = json.loads(open(sys.argv[1], encoding='utf-8').read())\n"
@@ -55,7 +55,7 @@ def _eval_pairs(train_file, n=8):
 
 
 def test_predictions_are_exact_context_substrings(runs):
-    from kzoo.text import AlbertTokenizer, RobertaTokenizer
+    from kzoo.text import AlbertTokenizer, DebertaV2Tokenizer, RobertaTokenizer
     from kzoo.training.common import load_tokenizer
 
     train_file, results = runs
@@ -70,7 +70,8 @@ def test_predictions_are_exact_context_substrings(runs):
             assert texts[0] == predictions[qid] and predictions[qid] in context, (family, predictions[qid])
             assert all(t in context for t in texts), (family, texts)
         tokenizer = load_tokenizer(run.model_dir)  # the family's tokenizer is saved beside the model
-        assert type(tokenizer) is {"albert": AlbertTokenizer, "roberta": RobertaTokenizer}[family]
+        assert type(tokenizer) is {"albert": AlbertTokenizer, "roberta": RobertaTokenizer,
+                                   "deberta_v2": DebertaV2Tokenizer}[family]
 
 
 def test_export_in_a_fresh_process(runs, tmp_path):

@@ -90,7 +90,8 @@ def test_layerwise_and_gradual_unfreezing_callbacks(tiny_config, tmp_path):
     assert multipliers["embeddings/word_embeddings/embeddings"] == 0.25
 
 
-@pytest.mark.parametrize("family, new", [("roberta", "pooler"), ("distilbert", "pooler"), ("electra", None)])
+@pytest.mark.parametrize("family, new", [("roberta", "pooler"), ("distilbert", "pooler"), ("deberta_v2", "pooler"),
+                                         ("electra", None)])
 def test_l2sp_treats_what_the_load_added_as_new(family, new, tmp_path, tmp_path_factory):
     """A RoBERTa masked-LM folder has no pooler and a bare DistilBERT no pre_classifier: the load adds them
     (LoadReport.missing), so L2-SP pulls them towards zero (beta) with the head instead of anchoring them
