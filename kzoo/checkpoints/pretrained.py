@@ -30,12 +30,12 @@ from kzoo.models import bert_encoder
 from kzoo.models.electra import ElectraPretrainer, electra_pretrainer
 from kzoo.models.pretrainer import BertPretrainer, bert_pretrainer
 from kzoo.text import BertTokenizer, tokenizer_from_folder
+from kzoo.text.family import WORDPIECE_FAMILIES
 
 MINILM = "minilm"
 # Official config files, in the order they are looked for beside a checkpoint.
 OFFICIAL_CONFIG_FILES = ("bert_config.json", "albert_config.json")
 # Families whose tokenizer is WordPiece over a vocab.txt (`Pretrained.vocab_file`).
-WORDPIECE_FAMILIES = ("bert", "electra", "distilbert")
 
 
 @dataclasses.dataclass

@@ -49,6 +49,7 @@ from kzoo.checkpoints.official import CHECKPOINT_NAME, save_official_bert
 from kzoo.data import pretraining as pretraining_data
 from kzoo.data.masking import MLMMasker
 from kzoo.models import pretrainer as pretrainer_lib
+from kzoo.text.family import WORDPIECE_FAMILIES
 from kzoo.training.common import save_tokenizer, standard_callbacks, write_json_atomically
 from kzoo.training.optimization import create_optimizer
 from kzoo.training.distribution import DistributionOptions
@@ -57,7 +58,6 @@ OBJECTIVES = ("bert", "electra")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 # Families pretrained with masked LM only (no sentence-pair head), saved as Hugging Face folders.
 MLM_ONLY_FAMILIES = ("roberta", "xlm_roberta", "distilbert", "deberta_v2")
-WORDPIECE_FAMILIES = ("bert", "electra", "distilbert")
 HF_WEIGHTS = "model.safetensors"
 
 

@@ -31,7 +31,7 @@ FAMILIES = ("bert", "albert", "electra", "roberta", "xlm_roberta", "distilbert",
 # config.json's model_type (and a few spellings) -> family; DeBERTa-v3 checkpoints say "deberta-v2"
 _ALIASES = {"xlm-roberta": "xlm_roberta", "xlmr": "xlm_roberta", "xlm_roberta": "xlm_roberta",
             "deberta-v2": "deberta_v2", "deberta-v3": "deberta_v2", "deberta_v3": "deberta_v2"}
-_WORDPIECE = ("bert", "electra", "distilbert")
+WORDPIECE_FAMILIES = ("bert", "electra", "distilbert")  # vocab.txt + BertTokenizer
 _ALBERT_MODELS = ("spiece.model", "30k-clean.model")
 _DEBERTA_MODEL = DebertaV2Tokenizer.model_file_name  # spm.model
 
@@ -132,7 +132,7 @@ def tokenizer_from_folder(folder, family=None, lower_case=None):
     configured_lower = configured_lower if isinstance(configured_lower, bool) else None
     if family in ("roberta", "xlm_roberta") and lower_case:
         raise ValueError(f"{folder}: the {family} tokenizer does not lower-case (lower_case={lower_case!r})")
-    if family in _WORDPIECE:
+    if family in WORDPIECE_FAMILIES:
         path = os.path.join(folder, "vocab.txt")
         if not os.path.isfile(path):
             raise _missing(folder, family, "vocab.txt (WordPiece)")
