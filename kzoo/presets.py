@@ -405,12 +405,14 @@ def _registry():
 
 
 PRESETS = _registry()
-# Short names the small-BERT README table uses in bold.
+# Short names: the small-BERT README table's bold ones, and the DeBERTa-v3 repositories' spelling.
 ALIASES = {
     "bert_tiny": "bert_uncased_L-2_H-128_A-2",
     "bert_mini": "bert_uncased_L-4_H-256_A-4",
     "bert_small": "bert_uncased_L-4_H-512_A-8",
     "bert_medium": "bert_uncased_L-8_H-512_A-8",
+    # issue 18's spelling, as the Hugging Face repositories name them
+    **{f"deberta-v3-{size}": f"deberta_v3_{size}" for size in ("xsmall", "small", "base", "large")},
 }
 
 
