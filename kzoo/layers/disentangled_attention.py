@@ -10,6 +10,7 @@ projections), as Hugging Face's `DisentangledSelfAttention`
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 ATTENTION_TYPES = ("c2p", "p2c")
@@ -52,6 +53,32 @@ def relative_position_indices(query_length, key_length, span, position_buckets, 
     if position_buckets > 0 and max_relative_positions > 0:
         distance = log_bucket_position(distance, position_buckets, max_relative_positions)
     return ops.clip(distance + span, 0, 2 * span - 1)
+
+
+def used_rows(length, span, position_buckets, max_relative_positions):
+    """(first, count): the rows of the relative table that a sequence of
+    `length` reads, first .. first + count - 1 (the buckets of the distances
+    -(length - 1) .. length - 1 are a contiguous, increasing range). A static
+    `length` (a Python int) gives Python ints, computed in numpy float32 and
+    widened by a row on each side so that a rounding difference from the
+    graph's float32 log can never leave a row out; a tensor gives int32
+    tensors computed as `relative_position_indices` computes them."""
+    if isinstance(length, int):
+        edge = max(length - 1, 0)
+        if position_buckets > 0 and max_relative_positions > 0:
+            mid = position_buckets // 2
+            if edge > mid:
+                scale = np.log(np.float32((max_relative_positions - 1) / mid))
+                edge = int(np.ceil(np.log(np.float32(edge / mid)) / scale * np.float32(mid - 1))) + mid + 1
+        first = min(max(span - edge, 0), 2 * span - 1)
+        last = min(max(span + edge, 0), 2 * span - 1)
+        return first, last - first + 1
+    edge = ops.maximum(length - 1, 0)
+    distance = ops.stack([-edge, edge])
+    if position_buckets > 0 and max_relative_positions > 0:
+        distance = log_bucket_position(distance, position_buckets, max_relative_positions)
+    first, last = ops.unstack(ops.clip(distance + span, 0, 2 * span - 1), 2)
+    return first, last - first + 1
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -200,11 +227,14 @@ class DisentangledSelfAttention(keras.layers.MultiHeadAttention):
         scale = ops.cast(1.0 / math.sqrt(self._key_dim * self.scale_factor), dtype)
         scores = ops.einsum("btnh,bsnh->bnts", query, key) * scale
         if self.pos_att_type:
-            rows = 2 * self.span
-            table = ops.cast(relative_embeddings[:rows], dtype)
-            table = self._relative_dropout_layer(table, training=training)[None]  # [1, R, width]
+            # Only the rows this length reads (2 * length - 1 of the 2 * span at most): the projections and the
+            # position scores below cost R rows each, and short texts read few.
             length = ops.shape(query)[1]
-            indices = self.relative_indices(length, length)  # [T, S]
+            first, count = used_rows(length, self.span, self.position_buckets, self.max_relative_positions)
+            table = ops.cast(ops.slice(relative_embeddings, (first, 0), (count, ops.shape(relative_embeddings)[1])),
+                             dtype)
+            table = self._relative_dropout_layer(table, training=training)[None]  # [1, R, width]
+            indices = self.relative_indices(length, length) - first  # [T, S], into the rows kept
             if "c2p" in self.pos_att_type:
                 pos_key = (project("key", table) if self.share_att_key else self.pos_key_dense(table))[0]  # [R, N, H]
                 c2p = ops.einsum("btnh,rnh->bntr", query, pos_key)  # [B, N, T, R]
