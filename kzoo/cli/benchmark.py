@@ -3,8 +3,11 @@
 Fine-tuning throughput (SST-2 real lengths, and fixed lengths 64 and 128),
 serving latency and throughput (batch 1 and 32) of the exported SavedModels,
 and the training step's FLOP rate as a share of a measured float32 matmul
-peak; the systems are interleaved window by window. See `kzoo.tasks.benchmark` for
-exactly what is compared.
+peak; the systems are interleaved window by window. Then the DeBERTa-v3
+section: a DeBERTa-v3-xsmall-sized model against keras-hub's DebertaV3
+(training steps at the fixed lengths, batch-1 serving). See
+`kzoo.tasks.benchmark` and `kzoo.tasks.benchmark_deberta` for exactly what is
+compared.
 
     kzoo-benchmark --quick      # a few minutes on 2 cores
     kzoo-benchmark              # the full run (adds the XLA rows)
@@ -47,6 +50,16 @@ flags.DEFINE_integer("num_layers", _FULL.num_layers, "Transformer blocks.")
 flags.DEFINE_integer("hidden_size", _FULL.hidden_size, "Hidden width.")
 flags.DEFINE_integer("num_heads", _FULL.num_heads, "Attention heads.")
 flags.DEFINE_integer("intermediate_size", _FULL.intermediate_size, "Feed-forward width.")
+flags.DEFINE_bool("measure_deberta", _FULL.measure_deberta, "Also run the DeBERTa-v3 section: kzoo's deberta_v2 "
+                  "family against keras-hub's DebertaV3TextClassifier (training at the fixed lengths, batch-1 "
+                  "serving).")
+flags.DEFINE_integer("deberta_num_layers", _FULL.deberta_num_layers, "DeBERTa section: blocks (v3-xsmall: 12).")
+flags.DEFINE_integer("deberta_hidden_size", _FULL.deberta_hidden_size, "DeBERTa section: hidden width.")
+flags.DEFINE_integer("deberta_num_heads", _FULL.deberta_num_heads, "DeBERTa section: attention heads.")
+flags.DEFINE_integer("deberta_intermediate_size", _FULL.deberta_intermediate_size,
+                     "DeBERTa section: feed-forward width.")
+flags.DEFINE_integer("deberta_vocab_size", _FULL.deberta_vocab_size, "DeBERTa section: vocabulary (v3: 128100).")
+flags.DEFINE_integer("deberta_batch_size", _FULL.deberta_batch_size, "DeBERTa section: training batch size.")
 flags.DEFINE_integer("seed", _FULL.seed, "Sampling, shuffling and initialisation seed.")
 flags.DEFINE_string("work_dir", None, "Where the SavedModels go (default: a temporary folder, removed).")
 FLAGS = flags.FLAGS

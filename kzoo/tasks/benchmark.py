@@ -56,6 +56,8 @@ import tensorflow as tf
 from absl import logging
 
 from kzoo import configs, data, export, models, text
+from kzoo.tasks import benchmark_deberta
+from kzoo.tasks.benchmark_deberta import DebertaOptions
 from kzoo.tasks.classification import BUCKETS
 from kzoo.training.optimization import create_optimizer
 
@@ -97,6 +99,12 @@ class BenchmarkOptions:
             fixed lengths.
         matmul_size: n of the n x n float32 matmul that measures the peak.
         num_layers, hidden_size, num_heads, intermediate_size: model size.
+        measure_deberta: also run the DeBERTa-v3 section
+            (`kzoo.tasks.benchmark_deberta`).
+        deberta_num_layers, deberta_hidden_size, deberta_num_heads,
+            deberta_intermediate_size, deberta_vocab_size: its model size
+            (DeBERTa-v3-xsmall's by default); deberta_batch_size: its
+            training batch.
         seed: sampling, shuffling and initialisation.
         work_dir: where the SavedModels are written (default: a temporary
             folder, removed afterwards).
@@ -119,6 +127,13 @@ class BenchmarkOptions:
     hidden_size: int = 384
     num_heads: int = 12
     intermediate_size: int = 1536
+    measure_deberta: bool = True
+    deberta_num_layers: int = DebertaOptions.num_layers
+    deberta_hidden_size: int = DebertaOptions.hidden_size
+    deberta_num_heads: int = DebertaOptions.num_heads
+    deberta_intermediate_size: int = DebertaOptions.intermediate_size
+    deberta_vocab_size: int = DebertaOptions.vocab_size
+    deberta_batch_size: int = DebertaOptions.batch_size
     seed: int = 0
     work_dir: str = None
 
@@ -147,6 +162,11 @@ class BenchmarkOptions:
             raise ValueError(f"sequence_length {self.sequence_length} is not in [2, 512]")
         if self.num_examples < self.batch_size:
             raise ValueError(f"num_examples {self.num_examples} is smaller than batch_size {self.batch_size}")
+        if self.measure_deberta:
+            DebertaOptions.from_benchmark(self).validate()
+            if self.num_examples < self.deberta_batch_size:
+                raise ValueError(f"num_examples {self.num_examples} is smaller than deberta_batch_size "
+                                 f"{self.deberta_batch_size}")
 
 
 # Counting ------------------------------------------------------------------------------------------
@@ -497,6 +517,11 @@ def run_benchmark(options):
     with tempfile.TemporaryDirectory() as tmp:
         serving = measure_serving(options, texts, tokenizer, vocab_file, models_["kzoo"], models_["keras_hub"],
                                   options.work_dir or tmp)
+        deberta = None
+        if options.measure_deberta:
+            del models_
+            keras.backend.clear_session()
+            deberta = measure_deberta(options, texts, labels, tokenizer, options.work_dir or tmp)
 
     ratio = lambda setting: (training[setting]["kzoo"]["examples_per_second"]  # noqa: E731
                              / training[setting]["keras_hub"]["examples_per_second"])
@@ -511,6 +536,8 @@ def run_benchmark(options):
                                                  / serving[f"batch_{batch}"]["keras_hub"][f"{q}_ms"])
     mfu = training["real_lengths"]["kzoo"]["mfu"]
     ratios["mfu"] = mfu
+    if deberta is not None:
+        ratios.update(deberta["ratios"])
     return {
         "machine": machine_description(),
         "options": dataclasses.asdict(options),
@@ -535,8 +562,24 @@ def run_benchmark(options):
         "serving": serving,
         "ratios": ratios,
         "mfu": mfu,
+        "deberta": deberta,
         "seconds": time.time() - started,
     }
+
+
+def measure_deberta(options, texts, labels, tokenizer, work_dir):
+    """The DeBERTa-v3 section (`kzoo.tasks.benchmark_deberta`) on the same sentences."""
+    def packed_ids(texts_, length):  # ids beyond a (test-sized) DeBERTa vocabulary wrap around; the default holds all
+        features = kzoo_packed(texts_, tokenizer, length)
+        features["input_word_ids"] %= options.deberta_vocab_size
+        return features
+
+    packed = {length: packed_ids(texts, length) for length in options.fixed_lengths}
+    full = packed_ids(texts[:1024], options.sequence_length)
+    lengths = full["input_mask"].sum(axis=1)
+    sentences = [{k: v[i:i + 1, :lengths[i]] for k, v in full.items()} for i in range(len(lengths))]
+    return benchmark_deberta.measure(options, DebertaOptions.from_benchmark(options), packed, labels, sentences,
+                                     work_dir)
 
 
 def markdown_table(results):
@@ -579,6 +622,8 @@ def markdown_table(results):
         lines.append(f"| serving batch {batch} throughput, examples/s | {k['examples_per_second']:.1f} | "
                      f"{h['examples_per_second']:.1f} | "
                      f"{k['examples_per_second'] / h['examples_per_second']:.2f}x |")
+    if results.get("deberta"):
+        lines.extend(benchmark_deberta.markdown_rows(results["deberta"], o))
     for setting, label in [("real_lengths", "real lengths")] + [
             (f"fixed_{n}", f"fixed length {n}") for n in o["fixed_lengths"]]:
         lines.append(f"| training FLOP utilisation (of the matmul peak), {label} | "

@@ -96,6 +96,8 @@ def test_kzoo_packs_sst2_exactly_as_keras_hubs_preprocessor(minilm_hf_folder):
     ("num_heads", 5, "hidden_size 384 is not divisible by num_heads 5"),
     ("fixed_lengths", (64, 1024), "fixed_lengths: 1024"),
     ("num_examples", 8, "num_examples 8 is smaller than batch_size 32"),
+    ("deberta_num_heads", 5, "deberta_hidden_size 384 is not divisible by deberta_num_heads 5"),
+    ("deberta_batch_size", 0, "deberta_batch_size must be a positive integer"),
 ])
 def test_bad_options_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):

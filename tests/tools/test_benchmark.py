@@ -10,7 +10,9 @@ import pytest
 from kzoo.tasks import benchmark
 from tests.conftest import REPO, SHARED
 
-TINY = ["--num_layers=1", "--hidden_size=32", "--num_heads=2", "--intermediate_size=64"]
+TINY = ["--num_layers=1", "--hidden_size=32", "--num_heads=2", "--intermediate_size=64", "--deberta_num_layers=1",
+        "--deberta_hidden_size=32", "--deberta_num_heads=2", "--deberta_intermediate_size=64",
+        "--deberta_vocab_size=1000", "--deberta_batch_size=4"]
 
 
 def _run(tmp_path, *flags):
@@ -65,10 +67,29 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
         assert r["data"]["packing_agreement_with_keras_hub"] == {"64": 1.0, "128": 1.0}
     else:  # without ../shared: synthetic sentences with SST-2's lengths
         assert r["data"]["source"].startswith("synthetic") and r["data"]["examples"] == 256
+
+    # The DeBERTa-v3 section: the same architecture in both systems, interleaved windows, three serving rows.
+    deberta = r["deberta"]
+    assert deberta["model"]["parameters"]["kzoo"] == deberta["model"]["parameters"]["keras_hub"] > 0
+    assert set(deberta["training"]) == {"fixed_64", "fixed_128"}
+    for length in (64, 128):
+        figures = deberta["training"][f"fixed_{length}"]
+        assert ratios[f"deberta_train_fixed_{length}"] == pytest.approx(
+            figures["kzoo"]["examples_per_second"] / figures["keras_hub"]["examples_per_second"])
+        assert all(len(figures[s]["window_examples_per_second"]) == 2 for s in ("kzoo", "keras_hub"))
+    b1 = deberta["serving"]["batch_1"]
+    assert set(b1) == {"kzoo", "keras_hub", "keras_hub_padded"}
+    assert all(b1[row]["requests"] == 5 and 0 < b1[row]["p50_ms"] <= b1[row]["p99_ms"] for row in b1)
+    assert ratios["deberta_serve_p50_batch1"] == pytest.approx(b1["kzoo"]["p50_ms"] / b1["keras_hub"]["p50_ms"])
+    assert ratios["deberta_serve_p50_batch1_padded"] == pytest.approx(
+        b1["kzoo"]["p50_ms"] / b1["keras_hub_padded"]["p50_ms"])
+
     table = out_md.read_text()
     assert table in run.stdout
     assert f"{ratios['train_real_lengths']:.2f}x" in table and f"{ratios['serve_p50_batch1']:.2f}x" in table
-    assert table.count("\n| ") == 1 + 3 + 2 * 4 + 3  # header, training, serving, FLOP utilisation rows
+    assert f"{ratios['deberta_serve_p50_batch1_padded']:.2f}x (p50)" in table
+    # header, training, serving, DeBERTa training and serving, FLOP utilisation rows
+    assert table.count("\n| ") == 1 + 3 + 2 * 4 + 2 + 2 + 3
     assert r["machine"]["cores"] >= 1 and r["machine"]["tensorflow"]
 
 
