@@ -1,13 +1,16 @@
 """fill_mask for the families with a masked-LM head, against transformers on the same folders.
 
-The tiny random RoBERTa (RobertaForMaskedLM) and ALBERT (AlbertForPreTraining) folders of
-`tests.family_models` are loaded with `kzoo.checkpoints.load_masked_lm`; a subprocess that never
-imports TensorFlow tokenizes the same texts with transformers' tokenizer of the folder (the mask
-written as the family's own token, declared with `lstrip=True` as in the released checkpoints'
-tokenizer files) and runs `AutoModelForMaskedLM` on kzoo's ids. The ids must be
-the same, the logits at the masks within 1e-4, and kzoo's top-k must be transformers' top-k (up to
-ties within 1e-6). Skips when transformers / torch (test extras) or ../shared (the tokenizer
-assets) are absent.
+The tiny random RoBERTa (RobertaForMaskedLM), ALBERT (AlbertForPreTraining) and DeBERTa-v3
+(DebertaV2ForMaskedLM) folders of `tests.family_models` are loaded with
+`kzoo.checkpoints.load_masked_lm`; a subprocess that never imports TensorFlow tokenizes the same
+texts with transformers' tokenizer of the folder and runs `AutoModelForMaskedLM` on kzoo's ids. The
+mask is written as the family's own token, declared with `lstrip=True` as in the released RoBERTa,
+XLM-R and ALBERT tokenizer files. DeBERTa-v3's files declare a plain `[MASK]`; kzoo treats the
+space before a mask the same way for every family, so the reference declares DeBERTa's mask as the
+others' too.
+The ids must be the same, the logits at the masks within 1e-4, and kzoo's top-k must be
+transformers' top-k (up to ties within 1e-6). Skips when transformers / torch (test extras) or
+../shared (the tokenizer assets) are absent.
 """
 
 import json
@@ -29,6 +32,7 @@ TEXTS = {
                 "A film that is <mask> funny and moving"],
     "albert": ["The capital of France is [MASK].", "[MASK] went to the market, and bought [MASK] apples.",
                "A film that is [MASK] funny and moving"],
+    "deberta_v2": ["The capital of France is [MASK].", "[MASK] went to the market, and bought [MASK] apples."],
 }
 
 REFERENCE = textwrap.dedent("""

@@ -1,7 +1,7 @@
 """run_pretraining from the other families' checkpoints, and their masking rules on real text.
 
-Continued pretraining for a few steps from the tiny random ALBERT (MLM + sentence-order heads)
-and RoBERTa (MLM only) folders of `tests.family_models` on SST-2 sentences (../shared):
+Continued pretraining for a few steps from the tiny random ALBERT (MLM + sentence-order heads),
+RoBERTa and DeBERTa-v3 (MLM only) folders of `tests.family_models` on SST-2 sentences (../shared):
 the loss is finite, the saved folder reloads (its tokenizer gives the same ids, its weights the
 same masked-LM logits as the model that was trained). Whole-word masking by each family's
 word-start convention never splits a word, and special ids are never masked. Skips when
@@ -38,7 +38,7 @@ def corpus(tmp_path_factory):
             "folders": tiny_family_folders(tmp_path_factory)}
 
 
-@pytest.mark.parametrize("family", ["albert", "roberta"])  # XLM-R saves as RoBERTa does; ~12 s a run
+@pytest.mark.parametrize("family", ["albert", "roberta", "deberta_v2"])  # XLM-R saves as RoBERTa does; ~12 s a run
 def test_continued_pretraining_from_a_family_checkpoint(corpus, family, tmp_path):
     folder = str(corpus["folders"][family])
     model_dir = tmp_path / family
@@ -93,7 +93,7 @@ def _groups(tokens, special, convention):
     return groups
 
 
-@pytest.mark.parametrize("family", ["bert", "albert", "roberta", "xlm_roberta"])
+@pytest.mark.parametrize("family", ["bert", "albert", "roberta", "xlm_roberta", "deberta_v2"])
 def test_whole_word_masking_never_splits_a_word(corpus, family):
     folder = corpus["folders"]["electra" if family == "bert" else family]  # electra's is the WordPiece vocab
     tokenizer = tokenizer_from_folder(str(folder), "bert" if family == "bert" else family)
@@ -126,7 +126,7 @@ def test_whole_word_masking_never_splits_a_word(corpus, family):
     assert split == 0 and multi_piece_words > 0
 
 
-@pytest.mark.parametrize("family", ["albert", "roberta", "xlm_roberta"])
+@pytest.mark.parametrize("family", ["albert", "roberta", "xlm_roberta", "deberta_v2"])
 def test_special_ids_are_never_masked(corpus, family):
     """Masking every candidate: all real pieces are chosen, no special id ever is."""
     tokenizer = tokenizer_from_folder(str(corpus["folders"][family]))

@@ -1,5 +1,5 @@
-"""Token tagging (`run_tagger`, `export_tagger`) with a SentencePiece family (ALBERT) and byte-level
-BPE (RoBERTa), from tiny random models with real tokenizer files (`tests/family_models.py`).
+"""Token tagging (`run_tagger`, `export_tagger`) with SentencePiece families (ALBERT, DeBERTa-v3) and
+byte-level BPE (RoBERTa), from tiny random models with real tokenizer files (`tests/family_models.py`).
 
 - `run_tagger` trains a few steps on a small CoNLL file written here, predicts and exports; the export
   is served in a process that imports only tensorflow and tensorflow_text and must give the tags and
@@ -37,7 +37,7 @@ from kzoo.text import XLMRobertaTokenizer
 from kzoo.tasks import tagging
 from kzoo.training.common import load_tokenizer
 
-FAMILIES = ("albert", "roberta")
+FAMILIES = ("albert", "roberta", "deberta_v2")
 SEQ_LENGTH = 32
 TAGS = ["O", "B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"]  # tag_vocabulary's order
 
@@ -147,7 +147,7 @@ class Runs:
 
 
 def _run_and_serve(tmp_path_factory):
-    """run_tagger on ALBERT and RoBERTa, a tagger with a library-op SentencePiece tokenizer exported, and
+    """run_tagger on ALBERT, RoBERTa and DeBERTa-v3, a tagger with a library-op SentencePiece tokenizer exported, and
     the three exports served in a fresh process (started first, so its imports overlap the training)."""
     from tests.family_models import tiny_family_folders
     from tests.text.test_family_packing import real_sentences
@@ -233,7 +233,8 @@ def test_run_tagger_families_serve_in_a_fresh_process(tmp_path_factory):
         result = runs.results[family]
         model, tokenizer = runs.models[family]
         tag_names = result["tag_names"]
-        assert type(tokenizer).__name__ == {"albert": "AlbertTokenizer", "roberta": "RobertaTokenizer"}[family]
+        assert type(tokenizer).__name__ == {"albert": "AlbertTokenizer", "roberta": "RobertaTokenizer",
+                                           "deberta_v2": "DebertaV2Tokenizer"}[family]
         assert tag_names == TAGS
         assert 0.0 <= result["metrics"]["f1"] <= 1.0 and result["num_eval"] == 6
         # the tokenizer saved beside the model is the family's, with the same ids
@@ -290,8 +291,8 @@ def _pieces_by_word(ids, first_positions):
 
 def test_first_piece_alignment_matches_transformers(tmp_path_factory, record_property):
     """kzoo's packed ids and first-piece positions against transformers' `word_ids()` on 2,100 real
-    sentences (SQuAD, TREC, SST-2, MRPC) split at whitespace, as CoNLL words come. RoBERTa: no
-    difference. ALBERT: transformers 5 loads a `tokenizers` ALBERT tokenizer without the slow one's
+    sentences (SQuAD, TREC, SST-2, MRPC) split at whitespace, as CoNLL words come. RoBERTa and
+    DeBERTa-v3: no difference. ALBERT: transformers 5 loads a `tokenizers` ALBERT tokenizer without the slow one's
     digit-comma rule (`kzoo.text.sentencepiece`), so words such as "1999," differ ("▁199" "9" ","
     against "▁199" "9,"); every differing sentence must differ only in such words."""
     from tests.family_models import tiny_family_folders
@@ -326,7 +327,7 @@ def test_first_piece_alignment_matches_transformers(tmp_path_factory, record_pro
     for family in FAMILIES:
         tokenizer, packed, first_positions = ours[family]
         assert reference[family]["is_fast"] and reference[family]["class"] == {
-            "albert": "AlbertTokenizer", "roberta": "RobertaTokenizer"}[family]
+            "albert": "AlbertTokenizer", "roberta": "RobertaTokenizer", "deberta_v2": "DebertaV2Tokenizer"}[family]
         assert len(packed) == len(words) == 2100
         differing, unexplained, differing_words, words_without_tokens = [], [], set(), 0
         for i, (ids, positions) in enumerate(zip(packed, first_positions)):
@@ -353,5 +354,5 @@ def test_first_piece_alignment_matches_transformers(tmp_path_factory, record_pro
               f"{words_without_tokens} words without tokens in transformers), {len(unexplained)} not by the "
               "digit-comma rule")
         assert not unexplained, (family, [(i, words[i][:8]) for i in unexplained[:5]])
-    assert summary["roberta"] == 0
+    assert summary["roberta"] == summary["deberta_v2"] == 0
     assert 0 < summary["albert"] < 0.15 * len(words)  # the digit-comma rule is exercised, and stays a small share

@@ -202,10 +202,18 @@ MIRRORED_SCRIPT = textwrap.dedent(
     keras.utils.set_random_seed(0)
     initial = bert_classifier(config, 3, dropout=0.0).get_weights()
 
-    def train(strategy, clipnorm, l2sp=False):
+    # DeBERTa-v3's structure (disentangled attention over log buckets, the shared relative table, ContextPooler)
+    deberta = BertConfig(family="deberta_v2", vocab_size=64, hidden_size=16, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=32, max_position_embeddings=32, type_vocab_size=0,
+                         use_absolute_positions=False, position_buckets=4, max_relative_positions=8,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pooler_hidden_act="gelu")
+    keras.utils.set_random_seed(0)
+    deberta_initial = bert_classifier(deberta, 3, dropout=0.0).get_weights()
+
+    def train(strategy, clipnorm, l2sp=False, model_config=config):
         with strategy.scope():
-            model = bert_classifier(config, 3, dropout=0.0)
-            model.set_weights(initial)
+            model = bert_classifier(model_config, 3, dropout=0.0)
+            model.set_weights(initial if model_config is config else deberta_initial)
             if l2sp:  # the penalty is added once per replica, scaled: the same update as on one device
                 pretrained = [e.variable for e in encoder_entries(find_encoder(model))]
                 apply_l2sp(model, pretrained, alpha=5.0, beta=1.0)
@@ -232,6 +240,13 @@ MIRRORED_SCRIPT = textwrap.dedent(
         effect = max(float(np.max(np.abs(a - b))) for a, b in zip(single, plain))
         result[str(clipnorm) + ("+l2sp" if l2sp else "")] = {
             "moved": moved, "diff": diff, "loss": [single_loss, multi_loss], "effect": effect}
+    plain, _ = train(tf.distribute.get_strategy(), None, model_config=deberta)
+    single, single_loss = train(tf.distribute.get_strategy(), 0.5, model_config=deberta)
+    multi, multi_loss = train(mirrored, 0.5, model_config=deberta)
+    result["deberta 0.5"] = {"moved": max(float(np.max(np.abs(a - b))) for a, b in zip(single, deberta_initial)),
+                             "diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single, multi)),
+                             "loss": [single_loss, multi_loss],
+                             "effect": max(float(np.max(np.abs(a - b))) for a, b in zip(single, plain))}
     print("RESULT " + json.dumps(result))
     """
 )
@@ -252,7 +267,7 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     import json
 
     result = json.loads(lines[-1][len("RESULT "):])
-    assert sorted(result) == ["0.5", "None+l2sp"]
+    assert sorted(result) == ["0.5", "None+l2sp", "deberta 0.5"]
     for clipnorm, r in result.items():
         assert r["moved"] > 1e-3, (clipnorm, r)  # training really moved the weights
         assert r["effect"] > 1e-4, (clipnorm, r)  # the clip binds / the penalty changes training
