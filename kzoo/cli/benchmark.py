@@ -27,7 +27,7 @@ from kzoo.training.common import write_json_atomically, write_text_atomically
 
 _FULL = benchmark.BenchmarkOptions()
 flags.DEFINE_bool("quick", False, "The short run: fewer and shorter windows, fewer requests, no XLA rows "
-                  "(under 5 minutes on 2 cores). Flags given explicitly still apply.")
+                  "(about 6 minutes on 2 cores, 4 with --nomeasure_deberta). Flags given explicitly still apply.")
 flags.DEFINE_string("output_json", os.path.join("runs", "benchmark", "results.json"), "JSON results.")
 flags.DEFINE_string("output_markdown", os.path.join("runs", "benchmark", "results.md"), "Markdown table.")
 flags.DEFINE_string("data_file", _FULL.data_file,
