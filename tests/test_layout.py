@@ -9,8 +9,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Lowest first; packages on one line form one tier and never import each other.
-TIERS = [("io", "presets"), ("configs", "text"), ("layers",), ("models",), ("checkpoints",), ("data",), ("training",),
-         ("export",), ("tasks",), ("cli",)]
+TIERS = [("io", "presets"), ("configs", "text"), ("layers",), ("models",), ("checkpoints",), ("data", "retrieval"),
+         ("training",), ("export",), ("tasks",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(TIERS) for name in names}
 
 

@@ -21,6 +21,7 @@ import os
 
 from kzoo import presets
 from kzoo.checkpoints import electra_map, mapping
+from kzoo.checkpoints.sentence_transformers import SentenceSettings, read_sentence_transformers
 from kzoo.presets import minilm_folder  # noqa: F401  (re-exported: kzoo.checkpoints.minilm_folder)
 from kzoo.checkpoints.hf import load_hf, weights_file
 from kzoo.checkpoints.official import load_official, resolve_prefix
@@ -49,7 +50,10 @@ class Pretrained:
     tf.string batch it returns a tf.RaggedTensor of int ids without special
     tokens), made from the folder's files when first asked for, so a folder
     holding only weights still loads; `family` is one of
-    `kzoo.configs.FAMILIES`.
+    `kzoo.configs.FAMILIES`; `sentence` is how a sentence-transformers
+    folder's embedding was trained (`SentenceSettings`: pooling,
+    normalisation, truncation length; None for other checkpoints), which
+    `kzoo.models.sentence_encoder(pretrained)` follows.
     """
 
     encoder: object  # keras.Model
@@ -62,6 +66,8 @@ class Pretrained:
     pretrainer: object = None  # with_heads=True: a BertPretrainer (an ElectraPretrainer for ELECTRA), heads loaded
     family: str = "bert"
     folder: str = None  # where the tokenizer files are looked for
+    # a sentence-transformers folder's pooling, normalisation and length (`kzoo.models.sentence_encoder`); else None
+    sentence: SentenceSettings = None
     _tokenizer: object = dataclasses.field(default=None, repr=False)
 
     @property
@@ -226,8 +232,9 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
         model = bert_pretrainer(encoder, nsp=_has_nsp_head(fmt, weights, shapes, family) if nsp is None else nsp)
     load = load_official if fmt == "official" else load_hf
     report = load(model, weights, strict=strict, encoder=encoder)
+    sentence = read_sentence_transformers(folder) if fmt == "hf" else None
     return Pretrained(encoder, config, vocab_file, _lower_case(folder, family), report, os.fspath(source), fmt,
-                      pretrainer=model if with_heads else None, family=family, folder=folder)
+                      pretrainer=model if with_heads else None, family=family, folder=folder, sentence=sentence)
 
 
 # The masked-LM head's weight names, per family, for error messages.

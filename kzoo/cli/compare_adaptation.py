@@ -38,6 +38,8 @@ SHARED = os.path.join(os.path.dirname(REPO), "shared")
 TECHNIQUES = {
     "full": ("full fine-tuning", dict(learning_rate=1e-4)),
     "feature_extraction": ("feature extraction (frozen encoder)", dict(feature_extraction=True, learning_rate=2e-3)),
+    "feature_extraction_mean": ("feature extraction, mean pooling (frozen encoder)",
+                                dict(feature_extraction=True, learning_rate=2e-3, pooling="mean")),
     "adapters_houlsby_64": ("adapters (Houlsby, size 64)", dict(adapter_type="houlsby", adapter_size=64,
                                                                 learning_rate=1e-3)),
     "lora_r8": ("LoRA (rank 8, query+value)", dict(lora_rank=8, learning_rate=1e-3)),
@@ -61,6 +63,10 @@ flags.DEFINE_enum("task", "trec", list(TASKS), "Task, as kzoo-run-classifier's -
 flags.DEFINE_string("train_file", os.path.join(SHARED, "data", "trec", "train_5500.label"), "Labelled training file "
                     "of --task (default: TREC-6 from ../shared beside the checkout).")
 flags.DEFINE_string("init_checkpoint", "minilm", "Pretrained encoder: " + common_flags.INIT_CHECKPOINT_HELP)
+flags.DEFINE_enum("pooling", "pooler", ["pooler", "cls", "mean", "max"], "What the head reads in every row "
+                  "that does not set its own (feature_extraction_mean: mean). Default pooler, the encoder's pooled "
+                  "output, which the README's table was measured with; run_classifier itself defaults to what the "
+                  "checkpoint was trained for (MiniLM: mean).")
 flags.DEFINE_integer("num_train_epochs", 3, "Epochs, the same for every technique.")
 flags.DEFINE_integer("train_batch_size", 32, "Global batch size.")
 flags.DEFINE_integer("max_seq_length", 64, "Longest packed input.")
@@ -83,7 +89,7 @@ def run_technique(name, teacher_dir=None):
                         max_seq_length=FLAGS.max_seq_length, validation_fraction=FLAGS.validation_fraction,
                         seed=FLAGS.seed, model_dir=model_dir, export_dir="", predict_text="", verbose=2,
                         teacher_model_dir=teacher_dir if name == "distilled_3_layer" else None,
-                        **{f: FLAGS[f].value for f in DISTRIBUTION}, **overrides)
+                        **{f: FLAGS[f].value for f in DISTRIBUTION}, **{"pooling": FLAGS.pooling, **overrides})
     keras.backend.clear_session()
     start = time.time()
     result = run_classifier(run)

@@ -38,6 +38,10 @@ flags.DEFINE_bool("skip_malformed", False, "Drop malformed rows and log how many
 common_flags.define_common_flags(D)
 common_flags.define_adaptation_flags(D)
 flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
+flags.DEFINE_enum("pooling", D.pooling, ["pooler", "cls", "mean", "max"], "What the classification head reads: "
+                  "pooler (the encoder's pooled output: BERT's trained dense + tanh), cls (the first token's state), "
+                  "mean or max over the real tokens. Default: what the checkpoint was trained for (a "
+                  "sentence-transformers folder's pooling, all-MiniLM-L6-v2's mean; else pooler).")
 flags.DEFINE_integer("max_seq_length", D.max_seq_length, "Longest packed input, in wordpieces; longer inputs are "
                      "truncated (pairs longest-first, as the official code).")
 flags.DEFINE_integer("train_batch_size", D.train_batch_size, "Global training batch size.")

@@ -3,6 +3,7 @@ TF Hub-style preprocessing + encoder models."""
 
 from kzoo.export.classifier import export_classifier
 from kzoo.export.hub import HubExport, export_hub_encoder
+from kzoo.export.sentence import export_sentence_encoder
 from kzoo.export.span_labeler import export_span_labeler
 from kzoo.export.tagger import export_tagger
 from kzoo.export.versions import committed_versions, latest_version, next_version, write_version

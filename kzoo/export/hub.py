@@ -75,6 +75,9 @@ Encoder SavedModel (`encoder = tf.saved_model.load(path)`):
     float32 [batch, P, vocab_size]; `training=` as above.
   - signature `serving_default`: the three int32 inputs -> `pooled_output`,
     `sequence_output` (TF Serving signatures cannot return the `encoder_outputs` list).
+  - exported from a sentence encoder (`kzoo.models.sentence_encoder`): also `embeddings`
+    float32 [batch, hidden] (its pooling and normalisation), in the outputs and in
+    `serving_default`, and `default` = `embeddings`.
   - the same asset attributes (`encoder.vocab_file`, `encoder.sp_model_file`, ...),
     `encoder.tokenizer_record` and `encoder.do_lower_case`, as TF Hub's encoders keep them.
 """
@@ -259,7 +262,7 @@ def _preprocess_module(tokenizer, seq_length, assets):
     return root, {"serving_default": serving.get_concrete_function()}
 
 
-def _encoder_module(encoder, pretrainer, tokenizer, assets):
+def _encoder_module(encoder, pretrainer, tokenizer, assets, pooling=None):
     root = tf.__internal__.tracking.AutoTrackable()
     root.variables = list(encoder.variables)
     root.trainable_variables = list(encoder.trainable_variables)
@@ -269,6 +272,9 @@ def _encoder_module(encoder, pretrainer, tokenizer, assets):
         outputs = encoder({name: inputs[name] for name in INPUT_NAMES}, training=training)
         result = {"sequence_output": outputs["sequence_output"], "pooled_output": outputs["pooled_output"],
                   "encoder_outputs": list(outputs["encoder_outputs"]), "default": outputs["pooled_output"]}
+        if pooling is not None:  # a sentence encoder: its embedding is the default output
+            result["embeddings"] = result["default"] = pooling(
+                outputs["sequence_output"], inputs["input_mask"], pooled=outputs["pooled_output"])
         return _float32(result)
 
     root.__call__ = tf.function(lambda inputs, training=False: encode(inputs, training), autograph=False)
@@ -284,7 +290,8 @@ def _encoder_module(encoder, pretrainer, tokenizer, assets):
     def serving_default(input_word_ids, input_mask, input_type_ids):
         outputs = root.__call__({"input_word_ids": input_word_ids, "input_mask": input_mask,
                                  "input_type_ids": input_type_ids}, training=False)
-        return {"pooled_output": outputs["pooled_output"], "sequence_output": outputs["sequence_output"]}
+        keys = ("pooled_output", "sequence_output") + (("embeddings",) if pooling is not None else ())
+        return {key: outputs[key] for key in keys}
 
     if pretrainer is not None:
         head = pretrainer.masked_lm
@@ -306,19 +313,24 @@ def _encoder_module(encoder, pretrainer, tokenizer, assets):
     return root, {"serving_default": serving_default.get_concrete_function()}
 
 
-def export_hub_encoder(encoder, tokenizer, export_root, seq_length=128, pretrainer=None, version=None):
+def export_hub_encoder(encoder, tokenizer, export_root, seq_length=None, pretrainer=None, version=None):
     """Writes TF Hub-style preprocessing and encoder SavedModels (see the module docstring).
 
     Args:
         encoder: a kzoo encoder `keras.Model` (`kzoo.models.bert_encoder`, any family's), or
-            a model holding exactly one.
+            a model holding exactly one. A sentence encoder (`kzoo.models.sentence_encoder`)
+            exports its encoder with the embedding added: `embeddings` float32 [batch, dim]
+            among the outputs and in `serving_default`, and `default` = `embeddings` (the
+            output TF Hub's sentence-embedding models put their embedding in);
+            `pooled_output` stays the encoder's.
         tokenizer: its kzoo tokenizer (`kzoo.text.BertTokenizer`, `AlbertTokenizer`,
             `XLMRobertaTokenizer`, `RobertaTokenizer`; `Pretrained.tokenizer`); its files become
             the assets (vocab.txt; spiece.model or sentencepiece.bpe.model; vocab.json and
             merges.txt; plus kzoo_tokenizer.json) and its family sets the packing layout.
         export_root: writes `<export_root>/preprocess/<version>` and
             `<export_root>/encoder/<version>`.
-        seq_length: the length the preprocessing model packs to by default.
+        seq_length: the length the preprocessing model packs to by default (None: 128; for a
+            sentence encoder, the length it was trained with, as `export_sentence_encoder`).
         pretrainer: a `kzoo.models.bert_pretrainer` on this encoder: adds the `mlm`
             sub-object (its masked-LM head) to the encoder SavedModel.
         version: integer version of both; default: the next one free in both folders.
@@ -326,9 +338,15 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=128, pretrain
     Returns:
         `HubExport(preprocess=<path>, encoder=<path>)`, the two version folders.
     """
+    from kzoo.export.sentence import sentence_seq_length
+    from kzoo.models.sentence import find_pooling
     from kzoo.models.walk import find_encoder
 
-    encoder = find_encoder(encoder)
+    found = find_encoder(encoder)
+    pooling = find_pooling(encoder) if found is not encoder else None
+    if seq_length is None:
+        seq_length = sentence_seq_length(encoder) if pooling is not None else 128
+    encoder = found
     if pretrainer is not None:
         if not hasattr(pretrainer, "masked_lm"):
             raise ValueError("pretrainer must be a kzoo BertPretrainer (with a masked_lm head)")
@@ -343,7 +361,7 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=128, pretrain
     with tempfile.TemporaryDirectory() as tmp:
         assets = _asset_paths(tokenizer, os.path.join(tmp, "assets"))
         modules = {"preprocess": _preprocess_module(tokenizer, seq_length, assets),
-                   "encoder": _encoder_module(encoder, pretrainer, tokenizer, assets)}
+                   "encoder": _encoder_module(encoder, pretrainer, tokenizer, assets, pooling)}
         paths = {}
         try:
             for kind, (module, signatures) in modules.items():

@@ -14,4 +14,5 @@ from kzoo.models.ensemble import classifier_ensemble
 from kzoo.models.multitask import auxiliary_mlm_dataset, with_auxiliary_mlm
 from kzoo.models.pretrainer import (BertPretrainer, MaskedLMAccuracy, MaskedLMLoss, bert_pretrainer, compile_pretrainer,
                                     fill_mask, masked_lm_head, pretraining_losses, pretraining_metrics)
+from kzoo.models.sentence import sentence_encoder
 from kzoo.models.walk import encoder_family, encoder_parts, find_encoder

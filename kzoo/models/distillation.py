@@ -16,6 +16,7 @@ from kzoo import configs
 from kzoo.models.walk import EMBEDDING_PROJECTION, encoder_family, find_encoder
 from kzoo.layers import BertEmbeddings, BertPooler, ClassificationHead, TransformerEncoderBlock
 from kzoo.models.classifier import bert_classifier
+from kzoo.models.sentence import find_pooling
 from kzoo.models.encoder import bert_encoder, encoder_inputs
 
 
@@ -134,9 +135,11 @@ def student_from_teacher(teacher, num_layers, name=None):
         attention_dropout=first.attention_dropout,
         name=encoder.name,
     )
+    pooling = find_pooling(teacher)
     student = bert_classifier(
         student_encoder, num_classes=head.num_classes, dropout=head.dropout_rate,
         seq_length=teacher.inputs[0].shape[1], name=name or f"{teacher.name}_student_{num_layers}l",
+        pooling=pooling.mode if pooling is not None else "pooler",
     )
     s_embeddings, s_blocks, s_poolers, s_final_norms, s_projections = _encoder_parts(student_encoder)
     pairs = [(embeddings, s_embeddings), (head, _classifier_head(student))]

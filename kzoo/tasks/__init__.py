@@ -8,6 +8,7 @@ metric, predicts and exports with `kzoo.export`:
 - `squad`: `SquadRun` / `run_squad` (SQuAD v1.1 / v2.0 span extraction);
 - `tagging`: `TaggerRun` / `run_tagger` (CoNLL token tagging);
 - `pretraining`: `PretrainingRun` / `run_pretraining` (MLM + NSP, MLM only, ELECTRA);
+- `retrieval`: `RetrievalEval` / `evaluate_retrieval` (SQuAD paragraph retrieval);
 - `benchmark`: kzoo against keras-hub (imported on its own: it needs keras-hub's models).
 
 This is the top tier of the package: it may import every other kzoo package,
@@ -17,5 +18,6 @@ and none of them imports it.
 from kzoo.tasks.classification import (ClassifierRun, export_classifier_dirs, load_classifier_dir, read_inputs,
                                        run_classifier, write_predictions)
 from kzoo.tasks.pretraining import PretrainingRun, run_pretraining
+from kzoo.tasks.retrieval import RetrievalEval, evaluate_retrieval
 from kzoo.tasks.squad import SquadRun, run_squad
 from kzoo.tasks.tagging import TaggerRun, run_tagger

@@ -48,6 +48,11 @@ class ClassifierRun(AdaptationOptions, DistributionOptions):
         init_checkpoint: "minilm" (the pip package), an official prefix or
             folder, or a HF folder.
         bert_config_file, vocab_file: override the files beside the weights.
+        pooling: what the head reads (`kzoo.models.bert_classifier`):
+            "pooler" (the encoder's pooled output), "cls", "mean" or "max".
+            None: what the checkpoint was trained for, the pooling of a
+            sentence-transformers folder (all-MiniLM-L6-v2: mean), else
+            "pooler".
         max_seq_length: longest packed input.
         train_batch_size, eval_batch_size: global batch sizes.
         learning_rate: peak AdamW learning rate.
@@ -96,6 +101,7 @@ class ClassifierRun(AdaptationOptions, DistributionOptions):
     init_checkpoint: str = checkpoints.MINILM
     bert_config_file: str = None
     vocab_file: str = None
+    pooling: str = None
     max_seq_length: int = 64
     train_batch_size: int = 32
     eval_batch_size: int = 64
@@ -148,6 +154,18 @@ def read_inputs(run):
     return train, evaluation, predict, label_names
 
 
+def checkpoint_pooling(pooling, pretrained):
+    """`pooling` when given, else what the checkpoint was trained for: a sentence-transformers
+    folder's pooling, else the encoder's pooler."""
+    if pooling is None:
+        pooling = pretrained.sentence.pooling if pretrained.sentence else "pooler"
+        logging.info("pooling: %s (%s)", pooling, "the checkpoint's sentence-transformers pooling"
+                     if pretrained.sentence else "the encoder's pooled output")
+    if pooling not in layers.POOLING_MODES:
+        raise ValueError(f"pooling must be one of {list(layers.POOLING_MODES)}, got {pooling!r}")
+    return pooling
+
+
 def run_classifier(run):
     """Fine-tunes, evaluates, predicts and exports; returns a dict of results."""
     keras.utils.set_random_seed(run.seed)
@@ -172,7 +190,8 @@ def run_classifier(run):
         if teacher is not None:
             model = distillation.student_from_teacher(teacher, run.student_num_layers or _num_blocks(teacher))
         else:
-            model = models.bert_classifier(pretrained.encoder, num_classes=len(label_names))
+            model = models.bert_classifier(pretrained.encoder, num_classes=len(label_names),
+                                           pooling=checkpoint_pooling(run.pooling, pretrained))
     tokenizer = pretrained.tokenizer
     packer = text.BertPacker.from_tokenizer(tokenizer, run.max_seq_length, dynamic_length=not static)
     buckets = None if static or not run.bucket_by_length else [

@@ -33,6 +33,8 @@ COMMANDS = {
     "kzoo-benchmark": ("benchmark", ("quick", "output_json", "data_file", "measure_xla")),
     "kzoo-compare-adaptation": ("compare_adaptation", DISTRIBUTION + ("techniques", "task", "init_checkpoint")),
     "kzoo-list-presets": ("list_presets", ("family", "format", "cached", "cache_dir")),
+    "kzoo-evaluate-retrieval": ("evaluate_retrieval", ("squad_file", "saved_model", "approximate", "eval_fraction",
+                                                       "pooling")),
 }
 
 

@@ -28,6 +28,8 @@ def test_quickstart_with_predictions(tmp_path, minilm_hf_folder):
     evaluation = next(l for l in lines if l.startswith("evaluation: "))
     accuracy = float(evaluation.split("accuracy ")[1].split(",")[0].split(" ")[0])
     assert accuracy > 0.5  # 6 classes: chance is 0.17
+    # all-MiniLM-L6-v2 was trained to mean-pool (its pooler never was): the head reads what it was trained for
+    assert "pooling: mean (the checkpoint's sentence-transformers pooling)" in run.stderr
     assert f"exported SavedModel: {export_dir / '1'}" in lines
     assert any(l.startswith("prediction through serving_default: 'wake me up at 6:30 tomorrow' -> ")
                for l in lines)
