@@ -8,6 +8,7 @@ from kzoo.models.encoder import (INPUT_NAMES, albert_encoder, bert_encoder, debe
 from kzoo.models.task_models import bert_span_labeler, bert_token_classifier
 from kzoo.models.adaptation import (enable_parameter_efficient_training, load_adaptation_weights, merge_lora,
                                     save_adaptation_weights)
+from kzoo.models.dual_encoder import DualEncoder, multiple_negatives_ranking_loss
 from kzoo.models.distillation import distillation_model, student_from_teacher, teacher_logits
 from kzoo.models.electra import ElectraPretrainer, electra_pretrainer
 from kzoo.models.ensemble import classifier_ensemble

@@ -8,6 +8,7 @@ metric, predicts and exports with `kzoo.export`:
 - `squad`: `SquadRun` / `run_squad` (SQuAD v1.1 / v2.0 span extraction);
 - `tagging`: `TaggerRun` / `run_tagger` (CoNLL token tagging);
 - `pretraining`: `PretrainingRun` / `run_pretraining` (MLM + NSP, MLM only, ELECTRA);
+- `dual_encoder`: `DualEncoderRun` / `run_dual_encoder` (contrastive sentence embeddings);
 - `retrieval`: `RetrievalEval` / `evaluate_retrieval` (SQuAD paragraph retrieval);
 - `benchmark`: kzoo against keras-hub (imported on its own: it needs keras-hub's models).
 
@@ -17,6 +18,7 @@ and none of them imports it.
 
 from kzoo.tasks.classification import (ClassifierRun, export_classifier_dirs, load_classifier_dir, read_inputs,
                                        run_classifier, write_predictions)
+from kzoo.tasks.dual_encoder import DualEncoderRun, run_dual_encoder
 from kzoo.tasks.pretraining import PretrainingRun, run_pretraining
 from kzoo.tasks.retrieval import RetrievalEval, evaluate_retrieval
 from kzoo.tasks.squad import SquadRun, run_squad

@@ -35,6 +35,8 @@ COMMANDS = {
     "kzoo-list-presets": ("list_presets", ("family", "format", "cached", "cache_dir")),
     "kzoo-evaluate-retrieval": ("evaluate_retrieval", ("squad_file", "saved_model", "approximate", "eval_fraction",
                                                        "pooling")),
+    "kzoo-run-dual-encoder": ("run_dual_encoder", SHARED + ("squad_file", "symmetric", "scale", "shared_towers",
+                                                            "lora_rank")),
 }
 
 
