@@ -30,7 +30,8 @@ flags.DEFINE_integer("max_seq_length", None, "Truncation length in tokens, [CLS]
                      "checkpoint's, 256 for all-MiniLM-L6-v2; else 512).")
 flags.DEFINE_float("eval_fraction", D.eval_fraction, "Share of the articles held back for the evaluation (a seeded "
                    "choice); the others are what kzoo-run-dual-encoder --squad_file trains on.")
-flags.DEFINE_integer("seed", D.seed, "Seed of the held-back articles' choice.")
+flags.DEFINE_integer("split_seed", D.split_seed, "Seed of the held-back articles' choice (kzoo-run-dual-encoder's "
+                     "default too, so its model is evaluated on articles it did not train on).")
 flags.DEFINE_integer("batch_size", D.batch_size, "Texts embedded per call.")
 flags.DEFINE_bool("approximate", D.approximate, "Also search a FAISS inverted-file index (pip install "
                   "'kzoo[ann]') and report its recall against the exact top 10.")

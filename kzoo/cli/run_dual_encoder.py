@@ -20,7 +20,7 @@ D = DualEncoderRun()
 flags.DEFINE_string("train_file", None, "Pairs: TSV, CSV or JSONL with the anchor, positive (and optional negative) "
                     "columns; a header-less TSV/CSV of exactly two columns is read as anchor, positive.")
 flags.DEFINE_string("squad_file", None, "Instead of --train_file: SQuAD JSON whose (question, paragraph) pairs of "
-                    "the articles not held back (--eval_fraction, --seed) are the training pairs.")
+                    "the articles not held back (--eval_fraction, --split_seed) are the training pairs.")
 flags.DEFINE_enum("format", None, ["tsv", "csv", "jsonl"], "Format of --train_file (default: from its extension).")
 flags.DEFINE_string("anchor_column", D.anchor_column, "Header name / JSON key of the anchor text.")
 flags.DEFINE_string("positive_column", D.positive_column, "Header name / JSON key of the positive text.")
@@ -45,7 +45,9 @@ flags.DEFINE_integer("train_batch_size", D.train_batch_size, "Global batch size:
                      "each anchor is scored against.")
 flags.DEFINE_float("eval_fraction", D.eval_fraction, "--squad_file: share of the articles held back for the "
                    "retrieval evaluation.")
-flags.DEFINE_integer("seed", D.seed, "Seed of the held-back articles, the batch order and dropout.")
+flags.DEFINE_integer("split_seed", D.split_seed, "--squad_file: seed of the held-back articles' choice "
+                     "(kzoo-evaluate-retrieval's default too).")
+flags.DEFINE_integer("seed", D.seed, "Seed of the batch order, dropout and new weights.")
 flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, checkpoints, model.keras, the tokenizer and "
                     "results.json.")
 flags.DEFINE_string("export_dir", D.export_dir, "Embedding SavedModel base path (text in, embeddings out); each run "

@@ -23,7 +23,7 @@ from kzoo import io as kzoo_io
 from kzoo.data.pairs import no_duplicate_batches, pair_dataset, read_pairs
 from kzoo.export.sentence import sentence_seq_length
 from kzoo.models.dual_encoder import DualEncoder
-from kzoo.tasks.retrieval import RetrievalEval, evaluate_retrieval, squad_retrieval_split
+from kzoo.tasks.retrieval import SPLIT_SEED, RetrievalEval, evaluate_retrieval, squad_retrieval_split
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks, write_json_atomically
 from kzoo.training.distribution import DistributionOptions
 from kzoo.training.recipe import AdaptationOptions, new_variables, prepare_training, save_adaptation, serving_model
@@ -40,7 +40,7 @@ class DualEncoderRun(AdaptationOptions, DistributionOptions):
     Attributes:
         train_file: pairs (TSV, CSV or JSONL; see `kzoo.data.pairs`); or
         squad_file: SQuAD JSON: (question, paragraph) pairs of the articles not held back by
-            `eval_fraction` / `seed`, which are then the retrieval evaluation after training.
+            `eval_fraction` / `split_seed`, which are then the retrieval evaluation after training.
         format: tsv, csv or jsonl (None: from the extension).
         anchor_column, positive_column, negative_column: the pair file's columns (no negative
             column: in-batch negatives only).
@@ -54,7 +54,8 @@ class DualEncoderRun(AdaptationOptions, DistributionOptions):
         symmetric: also the positive -> anchor direction.
         train_batch_size: global batch (the number of in-batch candidates).
         learning_rate, num_train_epochs, warmup_proportion: the AdamW schedule.
-        eval_fraction, seed: SQuAD's held-back articles; the seed also orders the batches.
+        eval_fraction, split_seed: SQuAD's held-back articles (`evaluate_retrieval`'s defaults).
+        seed: the batch order, dropout and new weights.
         model_dir: TensorBoard logs, checkpoints, `model.keras` (the anchor tower; with separate
             towers also `positive_model.keras`), the tokenizer, `results.json`.
         export_dir: the embedding SavedModel's base path (`export_sentence_encoder`; separate
@@ -83,6 +84,7 @@ class DualEncoderRun(AdaptationOptions, DistributionOptions):
     num_train_epochs: int = 1
     warmup_proportion: float = 0.1
     eval_fraction: float = 0.25
+    split_seed: int = SPLIT_SEED
     seed: int = 42
     model_dir: str = os.path.join("runs", "dual_encoder")
     export_dir: str = os.path.join("savedmodels", "embeddings")
@@ -110,7 +112,7 @@ class DualEncoderRun(AdaptationOptions, DistributionOptions):
 def read_training_pairs(run):
     """(anchors, positives, negatives or None, description)."""
     if run.squad_file:
-        split = squad_retrieval_split(run.squad_file, run.eval_fraction, run.seed)
+        split = squad_retrieval_split(run.squad_file, run.eval_fraction, run.split_seed)
         if not split.train_pairs:
             raise ValueError(f"{run.squad_file}: eval_fraction {run.eval_fraction} leaves no training articles")
         questions, paragraphs = zip(*split.train_pairs)
@@ -218,5 +220,6 @@ def _retrieval(run, anchor_model, positive_model, tokenizer, packer):
         return fn
 
     query_fn, corpus_fn = embedder(anchor_model), embedder(positive_model or anchor_model)
-    evaluation = RetrievalEval(squad_file=run.squad_file, eval_fraction=run.eval_fraction, seed=run.seed)
+    evaluation = RetrievalEval(squad_file=run.squad_file, eval_fraction=run.eval_fraction,
+                               split_seed=run.split_seed)
     return evaluate_retrieval(evaluation, embedder=(query_fn, "the dual encoder"), corpus_embedder=corpus_fn)

@@ -24,6 +24,8 @@ from kzoo import io as kzoo_io
 from kzoo.export.sentence import sentence_seq_length
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The held-back articles' seed that run_dual_encoder and evaluate_retrieval share by default.
+SPLIT_SEED = 42
 SQUAD_FILE = os.path.join(os.path.dirname(REPO), "shared", "data", "squad_v1.1", "dev-v1.1-even-articles.json")
 
 
@@ -61,7 +63,7 @@ def read_squad_articles(path):
     return articles
 
 
-def squad_retrieval_split(path, eval_fraction=0.25, seed=0):
+def squad_retrieval_split(path, eval_fraction=0.25, seed=SPLIT_SEED):
     """Holds back round(eval_fraction * articles) articles (at least one, a seeded choice) as the
     retrieval evaluation; the others give the training pairs. `eval_fraction` 1.0 evaluates on
     every article (no training pairs); 0 holds none back (training pairs only)."""
@@ -127,7 +129,8 @@ class RetrievalEval:
         init_checkpoint: the encoder (every source `load_pretrained` takes); ignored with saved_model.
         saved_model: an exported embedding SavedModel instead of a checkpoint.
         pooling, normalize, max_seq_length: override the checkpoint's (None: its own).
-        eval_fraction, seed: the held-back articles (`squad_retrieval_split`).
+        eval_fraction, split_seed: the held-back articles (`squad_retrieval_split`; the same defaults as
+            `run_dual_encoder`'s, so a model trained there is evaluated on articles it never saw).
         batch_size: texts embedded per call.
         approximate: also search a FAISS index and report its recall against exact search.
         num_probes: the FAISS index's searched lists per query.
@@ -141,7 +144,7 @@ class RetrievalEval:
     normalize: bool = None
     max_seq_length: int = None
     eval_fraction: float = 0.25
-    seed: int = 0
+    split_seed: int = SPLIT_SEED
     batch_size: int = 64
     approximate: bool = False
     num_probes: int = 8
@@ -152,7 +155,7 @@ def evaluate_retrieval(run, embedder=None, corpus_embedder=None):
     """Embeds the held-back questions and paragraphs, searches, scores; returns a JSON-able dict.
     `embedder` ((fn, description)) replaces the run's model; `corpus_embedder` (a fn) embeds the
     paragraphs instead of it (a dual encoder's second tower)."""
-    split = squad_retrieval_split(run.squad_file, run.eval_fraction, run.seed)
+    split = squad_retrieval_split(run.squad_file, run.eval_fraction, run.split_seed)
     if not split.queries:
         raise ValueError(f"{run.squad_file}: eval_fraction {run.eval_fraction} holds back no questions")
     if embedder is None:
@@ -174,7 +177,7 @@ def evaluate_retrieval(run, embedder=None, corpus_embedder=None):
               "queries": len(split.queries), "corpus": len(split.corpus),
               "metrics": retrieval.retrieval_metrics(indices, split.relevant), "embed_seconds": embed_seconds}
     if run.approximate:
-        index = retrieval.ApproximateIndex(corpus, num_probes=run.num_probes, seed=run.seed)
+        index = retrieval.ApproximateIndex(corpus, num_probes=run.num_probes)
         _, approximate = index.search(queries, k=10)
         result["approximate"] = {"num_lists": index.num_lists, "num_probes": index.num_probes,
                                  "recall_of_exact_top10": retrieval.overlap_with_exact(approximate, indices),

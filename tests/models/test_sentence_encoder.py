@@ -257,7 +257,8 @@ def test_minilm_embeddings_equal_sentence_transformers_in_process_and_served(tmp
     assert os.path.exists(os.path.join(export, "assets.extra", "tf_serving_warmup_requests"))
 
     # SQuAD paragraph retrieval through the export agrees with sentence-transformers' embeddings on the same split
-    ours = evaluate_retrieval(RetrievalEval(squad_file=str(squad), saved_model=export, eval_fraction=0.5, seed=0))
+    ours = evaluate_retrieval(RetrievalEval(squad_file=str(squad), saved_model=export, eval_fraction=0.5,
+                                            split_seed=0))
     _, ranked = retrieval.exact_search(np.array(reference["queries"]), np.array(reference["corpus"]), k=10)
     theirs = retrieval.retrieval_metrics(ranked, split.relevant)
     print(f"retrieval on {ours['queries']} questions / {ours['corpus']} paragraphs: kzoo {ours['metrics']}, "

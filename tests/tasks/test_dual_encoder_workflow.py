@@ -46,7 +46,7 @@ def test_batches_never_repeat_a_text():
 
 def test_squad_run_improves_retrieval_and_exports(tmp_path, small_squad, tiny_bert_folder):
     run = DualEncoderRun(squad_file=small_squad, init_checkpoint=tiny_bert_folder(2, hf=True), max_seq_length=48,
-                         train_batch_size=8, num_train_epochs=3, learning_rate=5e-4, eval_fraction=0.25, seed=0,
+                         train_batch_size=8, num_train_epochs=3, learning_rate=5e-4, eval_fraction=0.25, split_seed=0,
                          model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"), verbose=0)
     result = run_dual_encoder(run)
     before, after = result["retrieval_before"]["metrics"], result["retrieval_after"]["metrics"]
@@ -69,7 +69,7 @@ def test_squad_run_improves_retrieval_and_exports(tmp_path, small_squad, tiny_be
     expected = model(BertPacker.from_tokenizer(tokenizer, 48, dynamic_length=True)(tokenizer(tf.constant(texts))))
     np.testing.assert_allclose(served(text=tf.constant(texts))["embeddings"], expected, atol=1e-5)
     again = evaluate_retrieval(RetrievalEval(squad_file=small_squad, saved_model=str(tmp_path / "export"),
-                                             eval_fraction=0.25, seed=0))
+                                             eval_fraction=0.25, split_seed=0))
     assert again["metrics"] == pytest.approx(after, abs=1.0 / again["queries"])
 
 

@@ -6,7 +6,8 @@ with a GLOBAL batch of GLOBAL_BATCH, under either
 --worker-hosts/--task-index) or the default strategy (the single-process
 reference), and writes to OUT.npz: the initial and final weights, and the
 example indices this process fed each step; and to OUT.json: losses,
-optimizer steps and the strategy summary.
+optimizer steps and the strategy summary. Then a `DualEncoder` for DUAL_STEPS steps of
+synthetic pairs (its weights and loss too).
 
     python tests/training/multi_worker_script.py OUT [--strategy default]
         [--worker-hosts h:p,h:p --task-index i]
@@ -28,6 +29,7 @@ SEQ = 8
 VOCAB = 64
 NUM_CLASSES = 3
 LEARNING_RATE = 0.5
+DUAL_STEPS = 2
 
 
 def synthetic_data(n=GLOBAL_BATCH * STEPS, seed=1):
@@ -101,9 +103,24 @@ def main():
     initial = model.get_weights()
     history = model.fit(batched(tf.data.Dataset.from_tensor_slices((x, y))), epochs=1, shuffle=False, verbose=0)
 
+    # A dual encoder on (anchor, positive) pairs of the same sharded global batches: its in-batch
+    # negatives are gathered across the workers, so both equal the single process.
+    from kzoo.models import DualEncoder, bert_encoder, sentence_encoder
+
+    pairs = {"anchor": synthetic_data(seed=2)[0], "positive": synthetic_data(seed=3)[0]}
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        dual = DualEncoder(sentence_encoder(bert_encoder(config), pooling="mean"), symmetric=True)
+        dual.compile(keras.optimizers.SGD(LEARNING_RATE))
+    dual_initial = dual.anchor_encoder.get_weights()
+    dual_history = dual.fit(batched(tf.data.Dataset.from_tensor_slices(pairs)).take(DUAL_STEPS), epochs=1,
+                            shuffle=False, verbose=0)
+
     # Each process writes its own file (a real job writes shared outputs only
     # where is_chief(strategy)).
     arrays = {f"init_{i}": w for i, w in enumerate(initial)}
+    arrays.update({f"dual_init_{i}": np.asarray(w) for i, w in enumerate(dual_initial)})
+    arrays.update({f"dual_final_{i}": np.asarray(w) for i, w in enumerate(dual.anchor_encoder.get_weights())})
     arrays.update({f"final_{i}": np.asarray(w) for i, w in enumerate(model.get_weights())})
     arrays.update({f"fed_{s}": f for s, f in enumerate(fed)})
     np.savez(args.out + ".npz", **arrays)
@@ -113,6 +130,7 @@ def main():
         "is_chief": is_chief(strategy),
         "iterations": int(model.optimizer.iterations.numpy()),
         "loss": history.history["loss"],
+        "dual_loss": dual_history.history["loss"],
         "seconds": time.time() - start,
     }
     with open(args.out + ".json", "w") as f:

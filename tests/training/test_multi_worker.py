@@ -84,7 +84,7 @@ def load(prefix):
         n = sum(1 for k in arrays if k.startswith(kind + "_"))
         return [arrays[f"{kind}_{i}"] for i in range(n)]
 
-    return group("init"), group("final"), group("fed"), info
+    return group("init"), group("final"), group("fed"), info, (group("dual_init"), group("dual_final"))
 
 
 def max_diff(a, b):
@@ -120,8 +120,9 @@ def test_two_workers_match_single_process(tmp_path):
             state = f"still running after {elapsed:.0f} s (limit {TIMEOUT} s)" if code is None else f"exited with {code}"
             pytest.fail(f"{name} {state}; log tail:\n{text}")
 
-    (init0, final0, fed0, info0), (init1, final1, fed1, info1), (init_s, final_s, fed_s, info_s) = (
-        load(out[name]) for name in ("worker0", "worker1", "single"))
+    loaded = [load(out[name]) for name in ("worker0", "worker1", "single")]
+    (init0, final0, fed0, info0, dual0), (init1, final1, fed1, info1, dual1) = loaded[:2]
+    init_s, final_s, fed_s, info_s, dual_s = loaded[2]
     assert info0["replicas"] == info1["replicas"] == 2 and info_s["replicas"] == 1
     assert "MultiWorkerMirroredStrategy" in info0["summary"] and "of 2 workers" in info0["summary"], info0
     assert (info0["is_chief"], info1["is_chief"], info_s["is_chief"]) == (True, False, True)
@@ -147,3 +148,11 @@ def test_two_workers_match_single_process(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(info0["loss"], info_s["loss"], rtol=1e-5)
     assert info0["loss"] == info1["loss"]  # the loss metric is reduced across workers
+
+    # The dual encoder: the negatives are the global batch (gathered across the workers), so the weights and
+    # the loss are the single process's.
+    assert max_diff(dual0[0], dual_s[0]) == 0.0 and max_diff(dual0[1], dual_s[0]) > 1e-3
+    assert max_diff(dual0[1], dual1[1]) <= 1e-6
+    for a, b in zip(dual0[1], dual_s[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(info0["dual_loss"], info_s["dual_loss"], rtol=1e-5)
