@@ -10,6 +10,8 @@ install puts on the machine (`minilm_vocab`, `minilm_hf_folder`, `minilm_officia
 
 import ctypes
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +27,31 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.abspath(os.environ.get("KZOO_TEST_SHARED") or os.path.join(os.path.dirname(REPO), "shared"))
 MINILM_CKPT_DIR = os.path.join(SHARED, "checkpoints", "minilm_l6_h384_uncased")
 DATA_DIR = os.path.join(SHARED, "data")
+
+
+_BUILDER = []
+
+
+def pytest_sessionstart(session):
+    """In the process that runs (or, with pytest-xdist, starts) the tests: build the tiny family models in
+    the background (`tests/build_family_models.py`), into the folder the fixtures look in (the run's base
+    temporary folder, which is the xdist workers' base folders' parent). Only for the whole suite (the
+    README's command): a run of a few files that may need none of it builds what it needs itself."""
+    config = session.config
+    if (os.environ.get("PYTEST_XDIST_WORKER") or config.option.collectonly
+            or config.args_source != pytest.Config.ArgsSource.TESTPATHS):
+        return
+    base = session.config._tmp_path_factory.getbasetemp()
+    with open(base / "build_family_models.log", "w") as log:
+        _BUILDER.append(subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "build_family_models.py"),
+                                          str(base)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
+
+
+def pytest_sessionfinish(session):
+    for process in _BUILDER:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def shared_path(*parts):

@@ -56,7 +56,8 @@ class DualEncoderRun(AdaptationOptions, DistributionOptions):
         learning_rate, num_train_epochs, warmup_proportion: the AdamW schedule.
         eval_fraction, split_seed: SQuAD's held-back articles (`evaluate_retrieval`'s defaults).
         seed: the batch order, dropout and new weights.
-        model_dir: TensorBoard logs, checkpoints, `model.keras` (the anchor tower; with separate
+        model_dir: TensorBoard logs (the loss; with squad_file the retrieval metrics before and after
+            training under `logs/retrieval`), checkpoints, `model.keras` (the anchor tower; with separate
             towers also `positive_model.keras`), the tokenizer, `results.json`.
         export_dir: the embedding SavedModel's base path (`export_sentence_encoder`; separate
             towers: the positive tower at `<export_dir>_positive`); empty: no export.
@@ -183,6 +184,7 @@ def run_dual_encoder(run):
     after = _retrieval(run, anchor_model, positive_model, tokenizer, packer) if run.squad_file else None
     if after:
         logging.info("retrieval after %.0f s of training: %s", train_seconds, after["metrics"])
+        _log_retrieval(os.path.join(run.model_dir, "logs", "retrieval"), {0: before, total: after})
 
     save_model(anchor_model, run.model_dir)
     if positive_model is not None:
@@ -206,6 +208,19 @@ def run_dual_encoder(run):
                               k: [float(x) for x in v] for k, v in history.history.items()}})
     result["model"] = model
     return result
+
+
+def _log_retrieval(log_dir, results):
+    """The retrieval metrics as TensorBoard scalars (`retrieval/recall@1`, ...) at each optimizer step."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        for step, result in results.items():
+            for name, value in result["metrics"].items():
+                if name != "queries":
+                    tf.summary.scalar(f"retrieval/{name}", value, step=step)
+    writer.close()
 
 
 def _retrieval(run, anchor_model, positive_model, tokenizer, packer):

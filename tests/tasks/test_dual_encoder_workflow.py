@@ -58,6 +58,14 @@ def test_squad_run_improves_retrieval_and_exports(tmp_path, small_squad, tiny_be
         assert 0 <= m["recall@1"] <= m["recall@5"] <= m["recall@10"] <= 1
     written = json.loads((tmp_path / "run" / "results.json").read_text())
     assert written["retrieval_after"]["metrics"] == after
+    logged = {}  # TensorBoard: the retrieval metrics at step 0 and after the last step
+    for event_file in (tmp_path / "run" / "logs" / "retrieval").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                logged[value.tag, event.step] = float(tf.make_ndarray(value.tensor))
+    steps = result["steps_per_epoch"] * 3
+    assert logged[("retrieval/mrr@10", 0)] == pytest.approx(before["mrr@10"])
+    assert logged[("retrieval/mrr@10", steps)] == pytest.approx(after["mrr@10"])
     # the export: text in, embeddings out, equal to the trained tower; evaluated from the SavedModel again
     served = tf.saved_model.load(result["export_path"]).signatures["serving_default"]
     texts = ["Who wrote the report?", ""]
