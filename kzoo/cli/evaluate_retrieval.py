@@ -13,25 +13,18 @@ the exact search.
 from absl import flags
 
 from kzoo.cli import console
-from kzoo.cli.flags import INIT_CHECKPOINT_HELP
+from kzoo.cli import flags as common_flags
 from kzoo.tasks.retrieval import RetrievalEval, evaluate_retrieval
 
 D = RetrievalEval()
 flags.DEFINE_string("squad_file", D.squad_file, "SQuAD v1.1 JSON whose held-back articles are the evaluation "
                     "(default: the 24 articles in ../shared).")
-flags.DEFINE_string("init_checkpoint", D.init_checkpoint, "The encoder to evaluate: " + INIT_CHECKPOINT_HELP)
+flags.DEFINE_string("init_checkpoint", D.init_checkpoint, "The encoder to evaluate: " + common_flags.INIT_CHECKPOINT_HELP)
 flags.DEFINE_string("saved_model", None, "Evaluate this exported embedding SavedModel (a version folder or its "
                     "base path, whose latest version is used) instead of --init_checkpoint.")
-flags.DEFINE_enum("pooling", None, ["pooler", "cls", "mean", "max"], "Pooling of a checkpoint's token states "
-                  "(default: what the checkpoint was trained with; mean for a plain checkpoint).")
-flags.DEFINE_bool("normalize", None, "L2-normalise the embeddings (default: as the checkpoint was trained; "
-                  "otherwise no, and the search ranks by inner product).")
-flags.DEFINE_integer("max_seq_length", None, "Truncation length in tokens, [CLS] and [SEP] included (default: the "
-                     "checkpoint's, 256 for all-MiniLM-L6-v2; else 512).")
-flags.DEFINE_float("eval_fraction", D.eval_fraction, "Share of the articles held back for the evaluation (a seeded "
-                   "choice); the others are what kzoo-run-dual-encoder --squad_file trains on.")
-flags.DEFINE_integer("split_seed", D.split_seed, "Seed of the held-back articles' choice (kzoo-run-dual-encoder's "
-                     "default too, so its model is evaluated on articles it did not train on).")
+common_flags.define_embedding_flags()
+common_flags.define_retrieval_split_flags(D)
+flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
 flags.DEFINE_integer("batch_size", D.batch_size, "Texts embedded per call.")
 flags.DEFINE_bool("approximate", D.approximate, "Also search a FAISS inverted-file index (pip install "
                   "'kzoo[ann]') and report its recall against the exact top 10.")

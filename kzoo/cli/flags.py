@@ -91,6 +91,24 @@ def define_adaptation_flags(defaults):
     flags.DEFINE_float("l2sp_beta", D.l2sp_beta, "L2-SP: beta/2 ||w||^2 on the new weights (head, adapters, LoRA).")
 
 
+def define_embedding_flags():
+    """How token states become one embedding (sentence encoders: run_dual_encoder, evaluate_retrieval)."""
+    flags.DEFINE_enum("pooling", None, ["pooler", "cls", "mean", "max"], "Pooling of the token states (default: "
+                      "what a sentence-transformers checkpoint was trained with, all-MiniLM-L6-v2's mean; else mean).")
+    flags.DEFINE_bool("normalize", None, "L2-normalise the embeddings (default: as the checkpoint was trained; "
+                      "else no).")
+    flags.DEFINE_integer("max_seq_length", None, "Truncation in tokens, [CLS] and [SEP] included (default: the "
+                         "checkpoint's, 256 for all-MiniLM-L6-v2; else 512).")
+
+
+def define_retrieval_split_flags(defaults):
+    """The held-back SQuAD articles (the same defaults in run_dual_encoder and evaluate_retrieval, so a model
+    trained by one is evaluated by the other on articles it never saw)."""
+    flags.DEFINE_float("eval_fraction", defaults.eval_fraction, "SQuAD: share of the articles held back for the "
+                       "retrieval evaluation (a seeded choice); the others are the training pairs.")
+    flags.DEFINE_integer("split_seed", defaults.split_seed, "SQuAD: seed of the held-back articles' choice.")
+
+
 def run_from_flags(run_class):
     """Builds the command's run dataclass from the parsed flags of the same names."""
     return run_class(**{name: flags.FLAGS[name].value for name in run_class.__dataclass_fields__})

@@ -28,13 +28,9 @@ flags.DEFINE_string("negative_column", None, "Header name / JSON key of a hard n
                     "positives of the batch are the negatives).")
 common_flags.define_common_flags(D)
 common_flags.define_adaptation_flags(D)
-flags.adopt_module_key_flags(common_flags)
-flags.DEFINE_enum("pooling", None, ["pooler", "cls", "mean", "max"], "Pooling of the token states (default: what "
-                  "the checkpoint was trained with, all-MiniLM-L6-v2's mean; else mean).")
-flags.DEFINE_bool("normalize", None, "L2-normalise the exported embeddings (default: as the checkpoint; the loss "
-                  "compares cosine similarities either way).")
-flags.DEFINE_integer("max_seq_length", None, "Truncation in tokens, [CLS] and [SEP] included (default: the "
-                     "checkpoint's, 256 for all-MiniLM-L6-v2; else 512).")
+common_flags.define_embedding_flags()  # the loss compares cosine similarities whatever --normalize says
+common_flags.define_retrieval_split_flags(D)
+flags.adopt_module_key_flags(common_flags)  # so that --help lists them too
 flags.DEFINE_bool("shared_towers", D.shared_towers, "One encoder for both sides; --noshared_towers trains a copy "
                   "for the positives (exported to <export_dir>_positive).")
 flags.DEFINE_float("scale", D.scale, "Similarity scale of the softmax over cosine similarities (inverse "
@@ -43,10 +39,6 @@ flags.DEFINE_bool("symmetric", D.symmetric, "Also score each positive against ev
                   "losses.")
 flags.DEFINE_integer("train_batch_size", D.train_batch_size, "Global batch size: the number of in-batch candidates "
                      "each anchor is scored against.")
-flags.DEFINE_float("eval_fraction", D.eval_fraction, "--squad_file: share of the articles held back for the "
-                   "retrieval evaluation.")
-flags.DEFINE_integer("split_seed", D.split_seed, "--squad_file: seed of the held-back articles' choice "
-                     "(kzoo-evaluate-retrieval's default too).")
 flags.DEFINE_integer("seed", D.seed, "Seed of the batch order, dropout and new weights.")
 flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, checkpoints, model.keras, the tokenizer and "
                     "results.json.")

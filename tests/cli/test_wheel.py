@@ -34,9 +34,9 @@ COMMANDS = {
     "kzoo-compare-adaptation": ("compare_adaptation", DISTRIBUTION + ("techniques", "task", "init_checkpoint")),
     "kzoo-list-presets": ("list_presets", ("family", "format", "cached", "cache_dir")),
     "kzoo-evaluate-retrieval": ("evaluate_retrieval", ("squad_file", "saved_model", "approximate", "eval_fraction",
-                                                       "pooling")),
+                                                       "pooling", "split_seed", "normalize")),
     "kzoo-run-dual-encoder": ("run_dual_encoder", SHARED + ("squad_file", "symmetric", "scale", "shared_towers",
-                                                            "lora_rank")),
+                                                            "lora_rank", "pooling", "split_seed")),
 }
 
 
