@@ -240,13 +240,11 @@ MIRRORED_SCRIPT = textwrap.dedent(
         effect = max(float(np.max(np.abs(a - b))) for a, b in zip(single, plain))
         result[str(clipnorm) + ("+l2sp" if l2sp else "")] = {
             "moved": moved, "diff": diff, "loss": [single_loss, multi_loss], "effect": effect}
-    plain, _ = train(tf.distribute.get_strategy(), None, model_config=deberta)
     single, single_loss = train(tf.distribute.get_strategy(), 0.5, model_config=deberta)
     multi, multi_loss = train(mirrored, 0.5, model_config=deberta)
     result["deberta 0.5"] = {"moved": max(float(np.max(np.abs(a - b))) for a, b in zip(single, deberta_initial)),
                              "diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single, multi)),
-                             "loss": [single_loss, multi_loss],
-                             "effect": max(float(np.max(np.abs(a - b))) for a, b in zip(single, plain))}
+                             "loss": [single_loss, multi_loss]}
     print("RESULT " + json.dumps(result))
     """
 )
@@ -270,7 +268,8 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     assert sorted(result) == ["0.5", "None+l2sp", "deberta 0.5"]
     for clipnorm, r in result.items():
         assert r["moved"] > 1e-3, (clipnorm, r)  # training really moved the weights
-        assert r["effect"] > 1e-4, (clipnorm, r)  # the clip binds / the penalty changes training
+        if "effect" in r:  # (the BERT runs show the clip binding; DeBERTa's checks the replicas only)
+            assert r["effect"] > 1e-4, (clipnorm, r)  # the clip binds / the penalty changes training
         assert r["diff"] < 1e-5, (clipnorm, r)
         np.testing.assert_allclose(r["loss"][0], r["loss"][1], rtol=1e-5)
 
