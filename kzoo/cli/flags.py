@@ -5,7 +5,7 @@ strategy, the adaptation techniques); each command adds its task's own flags and
 from absl import flags
 
 from kzoo.training.distribution import DTYPE_POLICIES
-from kzoo.training.optimization import SCHEDULES
+from kzoo.training.optimization import OPTIMIZERS, SCHEDULES
 from kzoo.training.recipe import ADAPTER_TYPES
 from kzoo.training.strategy import STRATEGIES
 
@@ -83,7 +83,11 @@ def define_adaptation_flags(defaults):
                        "Per-group rates go to TensorBoard (logs/learning_rates).")
     flags.DEFINE_enum("lr_schedule", D.lr_schedule, list(SCHEDULES), "linear: warm-up then linear decay to 0 "
                       "(BERT); slanted_triangular: ULMFiT (the warm-up proportion is its cut fraction); cosine: "
-                      "warm-up then cosine decay to 0.")
+                      "warm-up then cosine decay to 0; constant: warm-up (if any) then the peak rate.")
+    flags.DEFINE_enum("optimizer", D.optimizer, list(OPTIMIZERS), "adamw: BERT's AdamW (epsilon 1e-6, decoupled "
+                      "weight decay); adam: Keras' and keras-hub's default Adam (epsilon 1e-7, no weight decay: add "
+                      "--weight_decay=0).")
+    flags.DEFINE_float("clip_norm", D.clip_norm, "Clip the gradients' global norm to this (0: no clipping).")
     flags.DEFINE_float("weight_decay", D.weight_decay, "AdamW decoupled weight decay (never on biases and "
                        "LayerNorm parameters).")
     flags.DEFINE_float("l2sp_alpha", D.l2sp_alpha, "L2-SP: alpha/2 ||w - w_pretrained||^2 on the pretrained "

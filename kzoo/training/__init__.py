@@ -14,8 +14,8 @@ from kzoo.training.freezing import (GradualUnfreezing, count_parameters, freeze,
                                     log_trainable_parameters, set_trainable_groups, unfreezing_stages)
 from kzoo.training.losses import DistillationLoss, distillation_losses
 from kzoo.training.metrics import F1Score, MatthewsCorrelation, task_metrics
-from kzoo.training.optimization import (SCHEDULES, AdamW, SlantedTriangular, WarmupCosineDecay, WarmupLinearDecay,
-                                        create_optimizer, create_schedule, layerwise_lr_groups, lr_multipliers)
+from kzoo.training.optimization import (OPTIMIZERS, SCHEDULES, AdamW, SlantedTriangular, WarmupConstant,
+                                        WarmupCosineDecay, WarmupLinearDecay, create_optimizer, create_schedule, layerwise_lr_groups, lr_multipliers)
 from kzoo.training.recipe import AdaptationOptions, prepare_training
 from kzoo.training.regularizers import apply_l2sp, l2sp_penalty, remove_l2sp
 from kzoo.training.strategy import STRATEGIES, get_strategy, is_chief, is_tpu_strategy, strategy_summary

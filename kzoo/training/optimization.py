@@ -21,7 +21,8 @@ import types
 import keras
 from keras import ops
 
-SCHEDULES = ("linear", "slanted_triangular", "cosine")
+SCHEDULES = ("linear", "slanted_triangular", "cosine", "constant")
+OPTIMIZERS = ("adamw", "adam")
 WEIGHT_DECAY_EXCLUDE_NAMES = ("bias", "gamma", "beta")
 # Variable dtypes updated by the fused TensorFlow kernels (others: Keras' path).
 _FUSED_DTYPES = ("float32", "float64")
@@ -61,6 +62,33 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
         fraction = keras.ops.where(step < self.warmup_steps, warmup, decay)
         return self.peak * keras.ops.clip(fraction, 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `peak` for
+    good (`warmup_steps` 0: `peak` from the first step, as a plain float rate).
+
+    Example:
+    >>> schedule = WarmupConstant(1e-3, total_steps=100, warmup_steps=10)
+    >>> [round(float(schedule(step)), 7) for step in (5, 10, 99, 500)]
+    [0.0005, 0.001, 0.001, 0.001]
+    """
+
+    def __init__(self, peak, total_steps, warmup_steps=0):
+        _check_steps(total_steps, warmup_steps)
+        self.peak = peak
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        if not self.warmup_steps:
+            return keras.ops.cast(self.peak, "float32") + 0.0 * step
+        return self.peak * keras.ops.minimum(step / self.warmup_steps, 1.0)
 
     def get_config(self):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
@@ -185,7 +213,8 @@ def create_schedule(name, peak, total_steps, warmup_steps=0):
         name: one of `SCHEDULES`: "linear" (`WarmupLinearDecay`),
             "slanted_triangular" (`SlantedTriangular`, with
             `cut_fraction = warmup_steps / total_steps` when `warmup_steps > 0`
-            else 0.1, and ratio 32) or "cosine" (`WarmupCosineDecay` to 0).
+            else 0.1, and ratio 32), "cosine" (`WarmupCosineDecay` to 0) or
+            "constant" (`WarmupConstant`: warm-up, if any, then the peak).
         peak: peak learning rate.
         total_steps: total optimizer steps.
         warmup_steps: warm-up steps.
@@ -203,6 +232,8 @@ def create_schedule(name, peak, total_steps, warmup_steps=0):
         return SlantedTriangular(peak, total_steps, cut_fraction=cut_fraction)
     if name == "cosine":
         return WarmupCosineDecay(peak, total_steps, warmup_steps)
+    if name == "constant":
+        return WarmupConstant(peak, total_steps, warmup_steps)
     raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 
 
@@ -540,10 +571,13 @@ def create_optimizer(
     clipnorm=1.0,
     schedule="linear",
     lr_multipliers=None,
+    optimizer="adamw",
 ):
     """AdamW as BERT fine-tunes: beta_2 0.999, epsilon 1e-6, decoupled weight
     decay on everything but biases and LayerNorm parameters, global-norm
-    gradient clipping, and a warm-up schedule.
+    gradient clipping, and a warm-up schedule. `optimizer="adam"` is Keras'
+    (and keras-hub's `compile()` default) Adam instead: epsilon 1e-7 and no
+    weight decay (`weight_decay` must then be 0).
 
     Args:
         learning_rate: peak learning rate.
@@ -555,6 +589,7 @@ def create_optimizer(
         lr_multipliers: None, a `{variable.path: multiplier}` mapping, or
             `layerwise_lr_groups(...)` output: the multipliers scale the rate
             and the weight decay per variable.
+        optimizer: "adamw" or "adam" (`OPTIMIZERS`).
 
     Returns:
         kzoo's `AdamW` (a `keras.optimizers.AdamW` with the fused TensorFlow
@@ -565,14 +600,19 @@ def create_optimizer(
     >>> float(optimizer.learning_rate)  # step 0 of the warm-up
     0.0
     """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if optimizer == "adam" and weight_decay:
+        raise ValueError(f"optimizer 'adam' has no weight decay; got weight_decay={weight_decay} (set it to 0, "
+                         "or use 'adamw')")
     rate = create_schedule(schedule, learning_rate, num_train_steps, warmup_steps)
     kwargs = dict(
         learning_rate=rate,
         weight_decay=weight_decay,
         beta_1=0.9,
         beta_2=0.999,
-        epsilon=1e-6,
-        global_clipnorm=clipnorm,
+        epsilon=1e-6 if optimizer == "adamw" else 1e-7,
+        global_clipnorm=clipnorm or None,
     )
     if lr_multipliers is not None:
         values = list(lr_multipliers.values())

@@ -53,7 +53,12 @@ class AdaptationOptions:
             pooler and head lr (1.0: off).
         lr_schedule: "linear" (warm-up, linear decay to 0; BERT),
             "slanted_triangular" (ULMFiT; the warm-up proportion is its cut
-            fraction) or "cosine" (warm-up, cosine decay to 0).
+            fraction), "cosine" (warm-up, cosine decay to 0) or "constant"
+            (warm-up, if any, then the peak rate; keras-hub's compile()).
+        optimizer: "adamw" (BERT's: epsilon 1e-6, decoupled weight decay) or
+            "adam" (Keras' and keras-hub's default: epsilon 1e-7, no weight
+            decay; needs weight_decay=0).
+        clip_norm: global gradient-norm clip (0: none).
         weight_decay: AdamW decoupled weight decay (never on biases or
             LayerNorm parameters).
         l2sp_alpha: L2-SP: alpha/2 * ||w - w_pretrained||^2 on the pretrained
@@ -76,6 +81,8 @@ class AdaptationOptions:
     chain_thaw: bool = False
     layerwise_lr_decay: float = 1.0
     lr_schedule: str = "linear"
+    optimizer: str = "adamw"
+    clip_norm: float = 1.0
     weight_decay: float = 0.01
     l2sp_alpha: float = 0.0
     l2sp_beta: float = 0.0
@@ -111,6 +118,13 @@ class AdaptationOptions:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}: expected one of {list(optimization.SCHEDULES)}")
         if self.l2sp_alpha < 0 or self.l2sp_beta < 0 or self.weight_decay < 0:
             raise ValueError("l2sp_alpha, l2sp_beta and weight_decay must be >= 0")
+        if self.optimizer not in optimization.OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r}: expected one of {list(optimization.OPTIMIZERS)}")
+        if self.optimizer == "adam" and self.weight_decay:
+            raise ValueError(f"optimizer='adam' has no weight decay: add --weight_decay=0 (got {self.weight_decay}), "
+                             "or use --optimizer=adamw")
+        if not self.clip_norm >= 0:
+            raise ValueError(f"clip_norm={self.clip_norm}: expected >= 0 (0: no clipping)")
 
     @property
     def lora_target_tuple(self):
@@ -167,7 +181,8 @@ def prepare_training(model, options, learning_rate, num_train_steps, warmup_step
         groups = optimization.layerwise_lr_groups(model, options.layerwise_lr_decay)
     optimizer = optimization.create_optimizer(
         learning_rate, num_train_steps, warmup_steps, weight_decay=options.weight_decay,
-        schedule=options.lr_schedule, lr_multipliers=optimization.lr_multipliers(groups) if groups else None)
+        clipnorm=options.clip_norm or None, optimizer=options.optimizer, schedule=options.lr_schedule,
+        lr_multipliers=optimization.lr_multipliers(groups) if groups else None)
 
     callbacks = [kzoo_callbacks.LearningRateLogger(os.path.join(log_dir, "learning_rates"),
                                                    groups if groups else {"all": 1.0})]

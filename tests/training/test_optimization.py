@@ -38,6 +38,7 @@ import math
 from kzoo.training.optimization import (
     SCHEDULES,
     SlantedTriangular,
+    WarmupConstant,
     WarmupCosineDecay,
     create_schedule,
 )
@@ -93,7 +94,7 @@ def test_warmup_cosine_matches_formula(warmup, min_fraction):
 
 
 def test_create_schedule_by_name():
-    assert SCHEDULES == ("linear", "slanted_triangular", "cosine")
+    assert SCHEDULES == ("linear", "slanted_triangular", "cosine", "constant")
     linear = create_schedule("linear", 1e-3, 100, 10)
     assert isinstance(linear, WarmupLinearDecay) and linear.get_config()["warmup_steps"] == 10
     stlr = create_schedule("slanted_triangular", 1e-3, 1000, 70)
@@ -101,7 +102,8 @@ def test_create_schedule_by_name():
     assert create_schedule("slanted_triangular", 1e-3, 1000, 0).cut_fraction == 0.1
     cosine = create_schedule("cosine", 1e-3, 100, 10)
     assert isinstance(cosine, WarmupCosineDecay) and cosine.get_config()["min_fraction"] == 0.0
-    with pytest.raises(ValueError, match="linear, slanted_triangular, cosine"):
+    assert type(create_schedule("constant", 1e-3, 100, 0)).__name__ == "WarmupConstant"
+    with pytest.raises(ValueError, match="linear, slanted_triangular, cosine, constant"):
         create_schedule("exponential", 1e-3, 100, 10)
 
 
@@ -112,6 +114,7 @@ def test_schedules_serialise_by_registered_name():
         WarmupLinearDecay(1e-3, 100, 10),
         SlantedTriangular(1e-3, 100, 0.2, 16),
         WarmupCosineDecay(1e-3, 100, 10, 0.05),
+        WarmupConstant(1e-3, 100, 10),
     ):
         config = keras.saving.serialize_keras_object(schedule)
         assert config["registered_name"] == f"kzoo>{type(schedule).__name__}"
@@ -365,3 +368,40 @@ def test_fused_adamw_under_mirrored_strategy_matches_single_device(tmp_path):
         np.testing.assert_array_equal(first, second, err_msg=f"replicas differ: variable {i}")
     got = [first for first, _ in replicas]
     _assert_same_run((got[: len(single[0])], got[len(single[0]):]), single, 1e-5)
+
+
+def test_keras_hubs_recipe_is_reproduced_exactly():
+    """--optimizer=adam --weight_decay=0 --lr_schedule=constant --clip_norm=0 is keras-hub's compile(): Keras' Adam
+    at a constant rate, unclipped; three steps on the same gradients give the same variables."""
+    schedule = WarmupConstant(1e-3, total_steps=100, warmup_steps=10)
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 10, 99, 1000)], [0, 5e-4, 1e-3, 1e-3, 1e-3],
+                               rtol=1e-6)
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(4, 3)).astype("float32")
+    grads = [rng.normal(scale=5.0, size=(4, 3)).astype("float32") for _ in range(3)]  # large: a clip would bind
+    ours = keras.Variable(start, name="kernel")
+    theirs = keras.Variable(start, name="kernel")
+    kzoo_adam = create_optimizer(5e-5, num_train_steps=3, warmup_steps=0, weight_decay=0.0, clipnorm=0,
+                                 schedule="constant", optimizer="adam")
+    assert kzoo_adam.global_clipnorm is None and kzoo_adam.epsilon == 1e-7
+    keras_adam = keras.optimizers.Adam(5e-5)
+    for g in grads:
+        kzoo_adam.apply_gradients([(tf.constant(g), ours)])
+        keras_adam.apply_gradients([(tf.constant(g), theirs)])
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=1e-7)
+    assert np.abs(ours.numpy() - start).max() > 1e-4  # the steps moved it
+    with pytest.raises(ValueError, match="optimizer 'adam' has no weight decay"):
+        create_optimizer(5e-5, 10, optimizer="adam")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(optimizer="adam"), r"optimizer='adam' has no weight decay: add --weight_decay=0"),
+    (dict(optimizer="sgd"), r"optimizer='sgd': expected one of \['adamw', 'adam'\]"),
+    (dict(clip_norm=-1.0), r"clip_norm=-1.0: expected >= 0"),
+])
+def test_recipe_options_are_checked(options, message):
+    from kzoo.training.recipe import AdaptationOptions
+
+    with pytest.raises(ValueError, match=message):
+        AdaptationOptions(**options).validate()
+    AdaptationOptions(optimizer="adam", weight_decay=0.0, clip_norm=0.0, lr_schedule="constant").validate()
