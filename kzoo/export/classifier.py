@@ -75,12 +75,7 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
         return {"probabilities": probabilities, "label_ids": label_ids, "labels": tf.gather(labels, label_ids)}
 
     def predict_packed(features):
-        # A batch of zero packs to width 0, which the encoder's [CLS] slice rejects; width 2
-        # (the least a real example packs to) makes it an empty batch of outputs. Non-empty
-        # batches are left as they are.
-        shape = tf.shape(features["input_word_ids"])
-        padding = [[0, 0], [0, tf.where(tf.equal(shape[0], 0), tf.maximum(2 - shape[1], 0), 0)]]
-        return predict({name: tf.pad(feature, padding) for name, feature in features.items()})
+        return predict(pad_empty_batch(features))
 
     text_spec = tf.TensorSpec([None], tf.string, name="text")
     if pair:
@@ -100,20 +95,7 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
         text_signature = [text_spec]
 
     def serve_packed(input_word_ids, input_mask, input_type_ids):
-        shape = tf.shape(input_word_ids)
-        checks = [
-            tf.debugging.assert_equal(
-                tf.shape(other), shape,
-                message="serve_packed: input_word_ids, input_mask and input_type_ids must have the same shape")
-            for other in (input_mask, input_type_ids)
-        ]
-        checks.append(tf.debugging.assert_equal(
-            tf.logical_or(tf.equal(shape[0], 0), shape[1] > 0), True,
-            message="serve_packed: a non-empty batch needs sequences of at least one token ([CLS])"))
-        with tf.control_dependencies(checks):
-            features = {"input_word_ids": tf.identity(input_word_ids), "input_mask": tf.identity(input_mask),
-                        "input_type_ids": tf.identity(input_type_ids)}
-        return predict_packed(features)
+        return predict_packed(checked_packed(input_word_ids, input_mask, input_type_ids))
 
     packed_signature = [tf.TensorSpec([None, None], tf.int32, name=n)
                         for n in ("input_word_ids", "input_mask", "input_type_ids")]
@@ -130,6 +112,33 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
             write_warmup_requests(path, model_name, warmup, signature_name="serving_default")
 
     return write_version(export_root, write, version)
+
+
+def pad_empty_batch(features):
+    """A batch of zero packs to width 0, which the encoder's [CLS] slice rejects; width 2 (the
+    least a real example packs to) makes it an empty batch of outputs. Non-empty batches are
+    left as they are."""
+    shape = tf.shape(features["input_word_ids"])
+    padding = [[0, 0], [0, tf.where(tf.equal(shape[0], 0), tf.maximum(2 - shape[1], 0), 0)]]
+    return {name: tf.pad(feature, padding) for name, feature in features.items()}
+
+
+def checked_packed(input_word_ids, input_mask, input_type_ids):
+    """`serve_packed`'s inputs as a feature dict, after checking that the three have one shape and
+    that a non-empty batch has at least one token per row (InvalidArgumentError otherwise)."""
+    shape = tf.shape(input_word_ids)
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(other), shape,
+            message="serve_packed: input_word_ids, input_mask and input_type_ids must have the same shape")
+        for other in (input_mask, input_type_ids)
+    ]
+    checks.append(tf.debugging.assert_equal(
+        tf.logical_or(tf.equal(shape[0], 0), shape[1] > 0), True,
+        message="serve_packed: a non-empty batch needs sequences of at least one token ([CLS])"))
+    with tf.control_dependencies(checks):
+        return {"input_word_ids": tf.identity(input_word_ids), "input_mask": tf.identity(input_mask),
+                "input_type_ids": tf.identity(input_type_ids)}
 
 
 def _warmup_requests(texts, texts_b, pair):

@@ -5,7 +5,7 @@ import os
 import keras
 import tensorflow as tf
 
-from kzoo.export.classifier import _warmup_requests
+from kzoo.export.classifier import _warmup_requests, checked_packed, pad_empty_batch
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import write_warmup_requests
 from kzoo.models.sentence import find_pooling
@@ -68,27 +68,13 @@ def export_sentence_encoder(model, tokenizer, export_root, seq_length=None, vers
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)
 
     def embed(features):
-        # A batch of zero packs to width 0; width 2 makes it an empty batch of outputs.
-        shape = tf.shape(features["input_word_ids"])
-        padding = [[0, 0], [0, tf.where(tf.equal(shape[0], 0), tf.maximum(2 - shape[1], 0), 0)]]
-        features = {name: tf.pad(feature, padding) for name, feature in features.items()}
-        return {"embeddings": tf.cast(model(features, training=False), tf.float32)}
+        return {"embeddings": tf.cast(model(pad_empty_batch(features), training=False), tf.float32)}
 
     def serve_text(text):
         return embed(packer(tokenizer(text)))
 
     def serve_packed(input_word_ids, input_mask, input_type_ids):
-        shape = tf.shape(input_word_ids)
-        checks = [tf.debugging.assert_equal(
-            tf.shape(other), shape,
-            message="serve_packed: input_word_ids, input_mask and input_type_ids must have the same shape")
-            for other in (input_mask, input_type_ids)]
-        checks.append(tf.debugging.assert_equal(
-            tf.logical_or(tf.equal(shape[0], 0), shape[1] > 0), True,
-            message="serve_packed: a non-empty batch needs sequences of at least one token ([CLS])"))
-        with tf.control_dependencies(checks):
-            return embed({"input_word_ids": tf.identity(input_word_ids), "input_mask": tf.identity(input_mask),
-                          "input_type_ids": tf.identity(input_type_ids)})
+        return embed(checked_packed(input_word_ids, input_mask, input_type_ids))
 
     def write(path):
         archive = keras.export.ExportArchive()

@@ -23,7 +23,7 @@ from kzoo import io as kzoo_io
 from kzoo.data.pairs import no_duplicate_batches, pair_dataset, read_pairs
 from kzoo.export.sentence import sentence_seq_length
 from kzoo.models.dual_encoder import DualEncoder
-from kzoo.tasks.retrieval import SPLIT_SEED, RetrievalEval, evaluate_retrieval, squad_retrieval_split
+from kzoo.tasks.retrieval import SPLIT_SEED, RetrievalEval, evaluate_retrieval, squad_retrieval_split, text_embedder
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks, write_json_atomically
 from kzoo.training.distribution import DistributionOptions
 from kzoo.training.recipe import AdaptationOptions, new_variables, prepare_training, save_adaptation, serving_model
@@ -226,15 +226,8 @@ def _log_retrieval(log_dir, results):
 def _retrieval(run, anchor_model, positive_model, tokenizer, packer):
     """SQuAD retrieval of the held-back articles with the towers as they are now (questions
     through the anchor tower, paragraphs through the positive tower)."""
-    import tensorflow as tf
-
-    def embedder(model):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-        def fn(texts):
-            return model(packer(tokenizer(texts)), training=False)
-        return fn
-
-    query_fn, corpus_fn = embedder(anchor_model), embedder(positive_model or anchor_model)
+    query_fn = text_embedder(anchor_model, tokenizer, packer)
+    corpus_fn = text_embedder(positive_model, tokenizer, packer) if positive_model is not None else query_fn
     evaluation = RetrievalEval(squad_file=run.squad_file, eval_fraction=run.eval_fraction,
                                split_seed=run.split_seed)
     return evaluate_retrieval(evaluation, embedder=(query_fn, "the dual encoder"), corpus_embedder=corpus_fn)

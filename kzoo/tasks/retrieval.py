@@ -86,6 +86,14 @@ def squad_retrieval_split(path, eval_fraction=0.25, seed=SPLIT_SEED):
     return split
 
 
+def text_embedder(model, tokenizer, packer):
+    """A traced fn: tf.string [batch] -> the sentence encoder's float32 [batch, dim] embeddings."""
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def fn(texts):
+        return model(packer(tokenizer(texts)), training=False)
+    return fn
+
+
 def checkpoint_embedder(source, pooling=None, normalize=None, max_seq_length=None):
     """(fn: tf.string [batch] -> float32 [batch, dim], description) of a checkpoint, pooled and
     truncated as it was trained unless told otherwise."""
@@ -94,13 +102,8 @@ def checkpoint_embedder(source, pooling=None, normalize=None, max_seq_length=Non
     length = sentence_seq_length(model, max_seq_length)
     tokenizer = pretrained.tokenizer
     packer = text.BertPacker.from_tokenizer(tokenizer, length, dynamic_length=True)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def fn(texts):
-        return model(packer(tokenizer(texts)), training=False)
-
     pool = model.get_layer("pooling")
-    return fn, f"{source}: {pool.mode} pooling, normalize={pool.normalize}, {length} tokens"
+    return text_embedder(model, tokenizer, packer), f"{source}: {pool.mode} pooling, normalize={pool.normalize}, {length} tokens"
 
 
 def saved_model_embedder(path):
