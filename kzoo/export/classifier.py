@@ -2,9 +2,9 @@
 
 import os
 
-import keras
 import tensorflow as tf
 
+from kzoo.export.archive import export_archive
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import MAX_WARMUP_RECORDS, write_warmup_requests
 from kzoo.text import BertPacker
@@ -101,10 +101,7 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
                         for n in ("input_word_ids", "input_mask", "input_type_ids")]
 
     def write(path):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        for resource in tokenizer.resources:  # a library-op SentencePiece model's resource
-            archive.track(resource)
+        archive = export_archive(model, *tokenizer.resources)  # each variable stored once
         archive.add_endpoint("serving_default", serve_text, input_signature=text_signature)
         archive.add_endpoint("serve_packed", serve_packed, input_signature=packed_signature)
         archive.write_out(path, verbose=False)

@@ -2,10 +2,10 @@
 
 import os
 
-import keras
 import tensorflow as tf
 
 from kzoo.export.classifier import _warmup_requests, checked_packed, pad_empty_batch
+from kzoo.export.archive import export_archive
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import write_warmup_requests
 from kzoo.models.sentence import find_pooling
@@ -77,10 +77,7 @@ def export_sentence_encoder(model, tokenizer, export_root, seq_length=None, vers
         return embed(checked_packed(input_word_ids, input_mask, input_type_ids))
 
     def write(path):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        for resource in tokenizer.resources:
-            archive.track(resource)
+        archive = export_archive(model, *tokenizer.resources)  # each variable stored once
         archive.add_endpoint("serving_default", serve_text, input_signature=[tf.TensorSpec([None], tf.string,
                                                                                            name="text")])
         archive.add_endpoint("serve_packed", serve_packed, input_signature=[

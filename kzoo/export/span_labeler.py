@@ -32,9 +32,9 @@ whenever `get_final_text` succeeds. For the other families `kzoo.text.squad.post
 with the same characters.
 """
 
-import keras
 import tensorflow as tf
 
+from kzoo.export.archive import export_archive
 from kzoo.export.versions import write_version
 from kzoo.text.alignment import clean_text, pieces_with_offsets, wordpieces_with_offsets
 
@@ -255,10 +255,7 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
     signature = [tf.TensorSpec([None], tf.string, name="question"), tf.TensorSpec([None], tf.string, name="context")]
 
     def write(path):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        for resource in tokenizer.resources:  # a library-op SentencePiece model's resource
-            archive.track(resource)
+        archive = export_archive(model, *tokenizer.resources)  # each variable stored once
         archive.add_endpoint("serving_default", serve, input_signature=signature)
         archive.write_out(path, verbose=False)
 

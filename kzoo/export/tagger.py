@@ -1,9 +1,9 @@
 """Export a token tagger (NER, chunking, POS) as a SavedModel that takes raw sentences."""
 
-import keras
 import tensorflow as tf
 
 from kzoo.data.conll import split_words, tokenize_words
+from kzoo.export.archive import export_archive
 from kzoo.export.versions import write_version
 from kzoo.text import BertPacker
 
@@ -101,10 +101,7 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
         }
 
     def write(path):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        for resource in tokenizer.resources:
-            archive.track(resource)
+        archive = export_archive(model, *tokenizer.resources)  # each variable stored once
         archive.add_endpoint("serving_default", serve_text,
                              input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         archive.write_out(path, verbose=False)
