@@ -51,7 +51,9 @@ flags.DEFINE_float("validation_fraction", D.validation_fraction, "Share of the t
                    "when one is given.")
 flags.DEFINE_bool("bucket_by_length", D.bucket_by_length, "Batch training examples of similar length together; "
                   "every batch is padded only to its own longest example.")
-flags.DEFINE_integer("seed", D.seed, "Seeds the split, shuffling, dropout and the new head.")
+flags.DEFINE_integer("seed", D.seed, "Seeds the split (unless --split_seed), shuffling, dropout and the new head.")
+flags.DEFINE_integer("split_seed", D.split_seed, "Seeds the held-out validation split alone (default: --seed).")
+flags.DEFINE_float("dropout", D.dropout, "Dropout rate before the classification layer.")
 flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, per-epoch weight checkpoints, model.keras and "
                     "labels.json.")
 flags.DEFINE_string("export_dir", D.export_dir, "SavedModel base path; each run adds the next integer version. "

@@ -67,7 +67,12 @@ class ClassifierRun(AdaptationOptions, DistributionOptions):
             partial training batch and compile the train step with XLA
             (`jit_compile`; the TPU path, automatic under TPUStrategy);
             disables bucketing.
-        seed: seeds the split, shuffling, dropout and the head's init.
+        seed: seeds the split (unless split_seed), shuffling, dropout and the
+            head's init.
+        split_seed: seeds the held-out validation split alone (None: seed);
+            a hyperparameter search fixes it so that every trial, whatever
+            its seed, is scored on the same examples.
+        dropout: dropout rate before the classification layer.
         model_dir: TensorBoard logs, per-epoch weight checkpoints, the final
             `model.keras` and `labels.json`.
         export_dir: the SavedModel base path; empty skips the export.
@@ -112,6 +117,8 @@ class ClassifierRun(AdaptationOptions, DistributionOptions):
     bucket_by_length: bool = True
     static_shapes: bool = False
     seed: int = 42
+    split_seed: int = None
+    dropout: float = 0.1
     model_dir: str = os.path.join("runs", "intents")
     export_dir: str = os.path.join("savedmodels", "intents")
     predict_text: str = "wake me up at 6:30 tomorrow"
@@ -148,7 +155,8 @@ def read_inputs(run):
         evaluation = data.read_task(run.task, run.eval_file, **columns)
         evaluation.label_ids(label_names)  # unknown labels fail here, naming file and line
     elif run.validation_fraction > 0:
-        train_idx, eval_idx = data.stratified_split(train.label_ids(label_names), run.validation_fraction, run.seed)
+        split_seed = run.seed if run.split_seed is None else run.split_seed
+        train_idx, eval_idx = data.stratified_split(train.label_ids(label_names), run.validation_fraction, split_seed)
         train, evaluation = train.subset(train_idx), train.subset(eval_idx)
     predict = data.read_task(run.task, run.predict_file, labelled=False, **columns) if run.predict_file else None
     return train, evaluation, predict, label_names
@@ -190,7 +198,7 @@ def run_classifier(run):
         if teacher is not None:
             model = distillation.student_from_teacher(teacher, run.student_num_layers or _num_blocks(teacher))
         else:
-            model = models.bert_classifier(pretrained.encoder, num_classes=len(label_names),
+            model = models.bert_classifier(pretrained.encoder, num_classes=len(label_names), dropout=run.dropout,
                                            pooling=checkpoint_pooling(run.pooling, pretrained))
     tokenizer = pretrained.tokenizer
     packer = text.BertPacker.from_tokenizer(tokenizer, run.max_seq_length, dynamic_length=not static)
@@ -258,7 +266,10 @@ def run_classifier(run):
     if train_model is not model:
         model.compile(loss=task_loss, metrics=task_metrics(spec.metrics, len(label_names)))
     metrics = {}
-    if evaluation:
+    if evaluation and train_model is model:  # fit's last epoch scored the final weights on the evaluation data
+        metrics = {name[len("val_"):]: float(values[-1]) for name, values in history.history.items()
+                   if name.startswith("val_") and values}
+    if evaluation and not metrics:  # another training model, or a resumed run with no epoch left
         plain_eval_ds = dataset(evaluation, evaluation.label_ids(label_names), run.eval_batch_size, training=False)
         metrics = model.evaluate(plain_eval_ds, verbose=0, return_dict=True)
         metrics = {name: float(value) for name, value in metrics.items()}
@@ -352,10 +363,9 @@ def _same_tokenizer(a, b):
     return type(a) is type(b) and config(a) == config(b)
 
 
-def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=128, pair=False):
-    """Exports one `run_classifier` model_dir as a raw-text SavedModel, or the probability-averaging ensemble of
-    several (`kzoo.models.classifier_ensemble`; they must share labels and tokenizer); returns the version path
-    under `export_dir`."""
+def load_classifier_dirs(model_dirs, weights=None):
+    """(model, tokenizer, labels) of one `run_classifier` model_dir, or of the probability-averaging ensemble of
+    several (`kzoo.models.classifier_ensemble`; they must share labels and tokenizer)."""
     members, labels, tokenizer = [], None, None
     for i, model_dir in enumerate(model_dirs):
         model, member_labels = load_classifier_dir(model_dir)
@@ -371,7 +381,12 @@ def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=
     if len(members) > 1:
         for i, model in enumerate(members):
             model.name = f"member_{i}"  # Keras needs distinct layer names
-        model = models.classifier_ensemble(members, weights=weights)
-    else:
-        model = members[0]
+        return models.classifier_ensemble(members, weights=weights), tokenizer, labels
+    return members[0], tokenizer, labels
+
+
+def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=128, pair=False):
+    """Exports one `run_classifier` model_dir as a raw-text SavedModel, or the probability-averaging ensemble of
+    several (`load_classifier_dirs`); returns the version path under `export_dir`."""
+    model, tokenizer, labels = load_classifier_dirs(model_dirs, weights)
     return export.export_classifier(model, tokenizer, labels, export_dir, max_seq_length, pair=pair)
