@@ -208,10 +208,7 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
     >>> pretrained = load_pretrained("minilm")  # doctest: +SKIP
     >>> classifier = kzoo.models.bert_classifier(pretrained.encoder, num_classes=6)  # doctest: +SKIP
     """
-    if source == MINILM:
-        source = minilm_folder()
-    elif presets.is_preset(source) and not os.path.exists(source):
-        source = presets.fetch(source)  # downloaded once into the cache ($KZOO_HOME), verified at every load
+    source = _resolve(source)
     fmt, weights, folder = detect_format(source)
     shapes = None
     if fmt == "official":
@@ -235,6 +232,23 @@ def load_pretrained(source=MINILM, strict=True, config_file=None, vocab_file=Non
     sentence = read_sentence_transformers(folder) if fmt == "hf" else None
     return Pretrained(encoder, config, vocab_file, _lower_case(folder, family), report, os.fspath(source), fmt,
                       pretrainer=model if with_heads else None, family=family, folder=folder, sentence=sentence)
+
+
+def _resolve(source):
+    """A local path for "minilm", a preset name (downloaded once into $KZOO_HOME, verified at every load)
+    or a path."""
+    if source == MINILM:
+        return minilm_folder()
+    if presets.is_preset(source) and not os.path.exists(source):
+        return presets.fetch(source)
+    return source
+
+
+def sentence_settings(source=MINILM):
+    """A checkpoint's sentence-transformers settings (pooling, normalisation, length; `Pretrained.sentence`)
+    without loading its weights; None for a checkpoint without them."""
+    fmt, _, folder = detect_format(_resolve(source))
+    return read_sentence_transformers(folder) if fmt == "hf" else None
 
 
 # The masked-LM head's weight names, per family, for error messages.

@@ -37,6 +37,9 @@ COMMANDS = {
                                                        "pooling", "split_seed", "normalize")),
     "kzoo-run-dual-encoder": ("run_dual_encoder", SHARED + ("squad_file", "symmetric", "scale", "shared_towers",
                                                             "lora_rank", "pooling", "split_seed")),
+    "kzoo-tune-classifier": ("tune_classifier", SHARED + ("tuner", "max_trials", "search_space", "num_seeds",
+                                                          "export_ensemble", "eval_file", "split_seed", "dropout",
+                                                          "layerwise_lr_decay", "oracle_address")),
 }
 
 
