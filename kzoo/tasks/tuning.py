@@ -208,7 +208,7 @@ def read_search_space(path=None, pooling=None):
     """`DEFAULT_SPACE` with the entries of the JSON object in `path` replacing those of the same name
     (`normalize_spec`'s forms; null removes an entry, leaving the base run's value). `pooling`: the
     checkpoint's own pooling, tried first."""
-    space = {name: dict(spec) for name, spec in DEFAULT_SPACE.items()}
+    space = {name: normalize_spec(name, spec, source="DEFAULT_SPACE") for name, spec in DEFAULT_SPACE.items()}
     if pooling is not None:
         space["pooling"]["values"] = [pooling] + [p for p in space["pooling"]["values"] if p != pooling]
     if path:

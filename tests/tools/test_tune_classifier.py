@@ -216,7 +216,11 @@ def test_bayesian_chief_and_two_workers_share_one_oracle_and_a_killed_worker_run
 
 
 def test_search_space_file(tmp_path):
-    from kzoo.tasks.tuning import DEFAULT_SPACE, read_search_space
+    from kzoo.tasks.tuning import DEFAULT_SPACE, hyperparameters, read_search_space
+
+    default = hyperparameters(read_search_space(pooling="cls"))  # the shipped space builds, and samples
+    assert sorted(default.values) == sorted(DEFAULT_SPACE) and default.values["pooling"] == "cls"
+    assert default.values["num_train_epochs"] == 2 and default.values["learning_rate"] == 1e-5
 
     path = tmp_path / "space.json"
     path.write_text(json.dumps({"learning_rate": {"type": "float", "min": 1e-5, "max": 1e-4, "sampling": "log"},
@@ -225,7 +229,7 @@ def test_search_space_file(tmp_path):
     assert space["learning_rate"] == {"type": "float", "min": 1e-5, "max": 1e-4, "sampling": "log"}
     assert space["train_batch_size"] == {"type": "choice", "values": [16, 32, 64]}
     assert space["dropout"] == {"type": "fixed", "value": 0.2}
-    assert "layerwise_lr_decay" not in space and space["seed"] == DEFAULT_SPACE["seed"]
+    assert "layerwise_lr_decay" not in space and space["seed"] == dict(DEFAULT_SPACE["seed"], step=1, sampling="linear")
     assert space["pooling"]["values"][0] == "mean"  # the checkpoint's own pooling first
     for content, message in [
         ("{\"learning_rate\": [1e-5,,]}", "not valid JSON: line 1, column"),
