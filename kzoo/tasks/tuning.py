@@ -481,12 +481,11 @@ def evaluate_examples(model, tokenizer, label_names, run, examples):
     return {name: float(value) for name, value in values.items()}
 
 
-def evaluate_file(model, tokenizer, label_names, run, path):
-    """The task's official metrics of `model` on a labelled file."""
-    examples = data.read_task(run.task, path, text_column=run.text_column, text_b_column=run.text_b_column,
-                              label_column=run.label_column, id_column=run.id_column, fine_labels=run.fine_labels,
-                              skip_malformed=run.skip_malformed)
-    return evaluate_examples(model, tokenizer, label_names, run, examples)
+def read_eval_and_predict(run):
+    """The eval file's and the predict file's examples (None when not given), read as `run_classifier`
+    reads them (unknown labels fail naming file and line)."""
+    _, evaluation, predict, _ = read_inputs(dataclasses.replace(run, validation_fraction=0.0))
+    return evaluation, predict
 
 
 def tune_classifier(run):
@@ -555,14 +554,16 @@ def tune_classifier(run):
     seed0 = fields.get("seed", run.seed)
     seeds = [seed0 + i for i in range(run.num_seeds)]
     seed_dirs = []
+    evaluation, predict = read_eval_and_predict(run)  # the search has chosen: now the eval file may be read
     if run.num_seeds > 1 or not run.refit:
         per_seed, per_seed_eval = [], {}
         for seed in seeds:
             model_dir = os.path.join(run.model_dir, "seeds", f"seed_{seed}")
             result = run_classifier(training_run(run, dict(fields, seed=seed), model_dir))
             per_seed.append(result["metrics"][objective[len("val_"):]])
-            if run.eval_file:  # reported only
-                for name, value in _evaluate_dir(run, model_dir).items():
+            if evaluation is not None:  # reported only
+                model, tokenizer, label_names = load_classifier_dirs([model_dir])
+                for name, value in evaluate_examples(model, tokenizer, label_names, run, evaluation).items():
                     per_seed_eval.setdefault(name, []).append(value)
             seed_dirs.append(model_dir)
             keras.backend.clear_session()
@@ -590,13 +591,10 @@ def tune_classifier(run):
         validation = read_inputs(training_run(run, fields, run.model_dir))[1]
         final["validation_metrics"] = evaluate_examples(model, tokenizer, label_names, run, validation)
         logging.info("final model on the validation split: %s", final["validation_metrics"])
-    if run.eval_file:
-        final["eval_metrics"] = evaluate_file(model, tokenizer, label_names, run, run.eval_file)
+    if evaluation is not None:
+        final["eval_metrics"] = evaluate_examples(model, tokenizer, label_names, run, evaluation)
         logging.info("final model on %s: %s", run.eval_file, final["eval_metrics"])
-    if run.predict_file:
-        predict = data.read_task(run.task, run.predict_file, labelled=False, text_column=run.text_column,
-                                 text_b_column=run.text_b_column, id_column=run.id_column,
-                                 skip_malformed=run.skip_malformed)
+    if predict is not None:
         logits = model.predict(_dataset(run, tokenizer, predict, None), verbose=0)
         path = run.output_predictions or os.path.join(run.model_dir, "predictions.tsv")
         write_predictions(path, predict.ids, label_names, keras.ops.convert_to_numpy(keras.ops.softmax(logits)))
@@ -607,11 +605,6 @@ def tune_classifier(run):
     results["final"] = final
     _write_results(run, results)
     return results
-
-
-def _evaluate_dir(run, model_dir):
-    model, tokenizer, label_names = load_classifier_dirs([model_dir])
-    return evaluate_file(model, tokenizer, label_names, run, run.eval_file)
 
 
 def _write_results(run, results):
