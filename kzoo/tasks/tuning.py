@@ -26,7 +26,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import shutil
 import time
 
 import keras
@@ -353,10 +352,9 @@ def _classifier_tuner_class():
                       "num_eval": result["num_eval"]}
             kzoo_io.write_json(os.path.join(trial_dir, TRIAL_RECORD), record)
             write_trial_hparams(os.path.join(self.run.tuning_path, "hparams"), trial.trial_id, fields, metrics)
-            for name in ("model.keras", "checkpoints"):  # the trial's weights are not needed again
-                path = os.path.join(trial_dir, "run", name)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else (
-                    os.remove(path) if os.path.exists(path) else None)
+            # the trial's weights are not needed again (kzoo.io: local or any tf.io.gfile file system)
+            kzoo_io.remove(kzoo_io.join(trial_dir, "run", "model.keras"))
+            kzoo_io.rmtree(kzoo_io.join(trial_dir, "run", "checkpoints"))
             return metrics
 
         def save_model(self, trial_id, model, step=0):
@@ -407,7 +405,7 @@ def serve_oracle(tuner, poll_seconds=0.5):
         server.stop(grace=1)
 
 
-def trial_table(tuner, space):
+def trial_table(tuner):
     """The trials in id order: id, status, hyperparameters, metrics, seconds."""
     rows = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
@@ -537,7 +535,7 @@ def tune_classifier(run):
     if distributed and not chief:
         return {"worker": os.environ["KERASTUNER_TUNER_ID"]}
 
-    trials = trial_table(tuner, space)
+    trials = trial_table(tuner)
     best_trials = tuner.oracle.get_best_trials(1)
     if not best_trials:
         raise RuntimeError(f"no trial of the search in {run.tuning_path} completed; see the trials' messages there")
