@@ -7,11 +7,14 @@ labels and the tokenizer. A LoRA model is exported with LoRA folded into its
 kernels.
 
     kzoo-export-classifier --model_dirs=runs/a,runs/b,runs/c --export_dir=savedmodels/intents_ensemble
+
+--serving_dtype=bfloat16 exports a copy whose encoder projections multiply in bfloat16.
 """
 
 from absl import app, flags
 
 from kzoo.cli import console
+from kzoo.cli import flags as common_flags
 from kzoo.tasks.classification import export_classifier_dirs
 
 flags.DEFINE_list("model_dirs", None, "--model_dir folders of kzoo-run-classifier (model.keras, labels.json, "
@@ -20,6 +23,7 @@ flags.DEFINE_list("weights", None, "Ensemble weights, one per model_dir (default
 flags.DEFINE_string("export_dir", None, "SavedModel base path; the next integer version is written.")
 flags.DEFINE_integer("max_seq_length", 128, "Longest packed input of the serving signature.")
 flags.DEFINE_bool("pair", False, "The models classify text pairs (signature takes text and text_b).")
+common_flags.define_serving_dtype_flag()
 flags.mark_flags_as_required(["model_dirs", "export_dir"])
 FLAGS = flags.FLAGS
 
@@ -28,7 +32,8 @@ def main(argv):
     weights = [float(w) for w in FLAGS.weights] if FLAGS.weights else None
     if weights and len(weights) != len(FLAGS.model_dirs):
         raise app.UsageError(f"{len(weights)} weights for {len(FLAGS.model_dirs)} model_dirs")
-    path = export_classifier_dirs(FLAGS.model_dirs, FLAGS.export_dir, weights, FLAGS.max_seq_length, FLAGS.pair)
+    path = export_classifier_dirs(FLAGS.model_dirs, FLAGS.export_dir, weights, FLAGS.max_seq_length, FLAGS.pair,
+                                  FLAGS.serving_dtype)
     kind = f"ensemble of {len(FLAGS.model_dirs)}" if len(FLAGS.model_dirs) > 1 else "model"
     print(f"exported SavedModel ({kind}): {path}")
 

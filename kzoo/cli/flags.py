@@ -53,6 +53,18 @@ def define_distribution_flags(defaults):
                       "automatically under --distribution_strategy=tpu.")
 
 
+SERVING_DTYPE_HELP = ("Compute precision of the exported SavedModel: float32, or bfloat16 (the encoder's projections "
+                      "multiply in bfloat16 with bfloat16 kernels, everything else in float32; for CPUs with "
+                      "AVX512-BF16 or AMX, TPUs and recent GPUs).")
+
+
+def define_serving_dtype_flag(default="float32"):
+    """--serving_dtype (the commands that export)."""
+    from kzoo.export.precision import SERVING_DTYPES
+
+    flags.DEFINE_enum("serving_dtype", default, list(SERVING_DTYPES), SERVING_DTYPE_HELP)
+
+
 def define_adaptation_flags(defaults):
     """The flags of `kzoo.training.AdaptationOptions` (every fine-tuning command)."""
     D = defaults

@@ -58,6 +58,7 @@ flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, per-epoch weigh
                     "labels.json.")
 flags.DEFINE_string("export_dir", D.export_dir, "SavedModel base path; each run adds the next integer version. "
                     "Empty to skip the export.")
+common_flags.define_serving_dtype_flag(D.serving_dtype)
 flags.DEFINE_string("predict_text", D.predict_text, "A sentence predicted through the exported signature.")
 flags.DEFINE_float("aux_mlm_weight", D.aux_mlm_weight, "Auxiliary masked-LM loss on the task's own text: loss = "
                    "task + weight * MLM, with 15% of each batch's wordpieces re-masked every epoch (0: off).")

@@ -44,6 +44,7 @@ flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, checkpoints, mo
                     "results.json.")
 flags.DEFINE_string("export_dir", D.export_dir, "Embedding SavedModel base path (text in, embeddings out); each run "
                     "adds the next integer version. Empty to skip the export.")
+common_flags.define_serving_dtype_flag(D.serving_dtype)
 
 
 def main(argv):

@@ -62,6 +62,7 @@ flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs, per-epoch weigh
 flags.DEFINE_string("export_dir", D.export_dir, "SavedModel base path (e.g. savedmodels/squad): raw question and "
                     "context in, answer text with its character start/end and score out (long contexts split "
                     "with --doc_stride in the graph). Empty: no export.")
+common_flags.define_serving_dtype_flag(D.serving_dtype)
 flags.mark_flag_as_required("train_file")
 
 

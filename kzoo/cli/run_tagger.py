@@ -48,6 +48,7 @@ flags.DEFINE_string("model_dir", D.model_dir, "TensorBoard logs (with val_entity
                     "weight checkpoints, model.keras, tags.json and the tokenizer (its files and kzoo_tokenizer.json).")
 flags.DEFINE_string("export_dir", D.export_dir, "SavedModel base path (e.g. savedmodels/ner): raw text in, words and "
                     "their tags out, in TF Serving's integer version folders. Empty: no export.")
+common_flags.define_serving_dtype_flag(D.serving_dtype)
 flags.mark_flag_as_required("train_file")
 
 

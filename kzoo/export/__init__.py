@@ -3,6 +3,7 @@ TF Hub-style preprocessing + encoder models."""
 
 from kzoo.export.classifier import export_classifier
 from kzoo.export.hub import HubExport, export_hub_encoder
+from kzoo.export.precision import SERVING_DTYPES, serving_copy
 from kzoo.export.sentence import export_sentence_encoder
 from kzoo.export.span_labeler import export_span_labeler
 from kzoo.export.tagger import export_tagger

@@ -5,13 +5,14 @@ import os
 import tensorflow as tf
 
 from kzoo.export.archive import export_archive
+from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import MAX_WARMUP_RECORDS, write_warmup_requests
 from kzoo.text import BertPacker
 
 
 def export_classifier(model, tokenizer, label_names, export_root, seq_length=128, version=None, pair=False,
-                      warmup_texts=None, warmup_texts_b=None, model_name=None):
+                      warmup_texts=None, warmup_texts_b=None, model_name=None, compute_dtype=None):
     """Writes `export_root/<version>/`, a SavedModel TF Serving loads as-is.
 
     Signatures:
@@ -55,6 +56,10 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
         warmup_texts_b: with `pair`, the second texts, as many as `warmup_texts`.
         model_name: `model_spec.name` of the warm-up requests; default: the base name of
             `export_root` (the name TF Serving serves a base path as, by convention).
+        compute_dtype: None (the model as it computes), "float32" or "bfloat16": the encoder's
+            projections multiply in bfloat16, everything else in float32, outputs unchanged in
+            dtype (`kzoo.export.precision.serving_copy`; the SavedModel stores those kernels in
+            bfloat16). For CPUs with AVX512-BF16 / AMX, TPUs and recent GPUs.
 
     Returns:
         The path of the version folder written.
@@ -63,6 +68,7 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
     if len(label_names) != model.output_shape[-1]:
         raise ValueError(f"{len(label_names)} label names for a model with {model.output_shape[-1]} outputs")
     warmup = _warmup_requests(warmup_texts, warmup_texts_b, pair)
+    model = serving_copy(model, compute_dtype)
     if model_name is None:
         model_name = os.path.basename(os.path.normpath(os.fspath(export_root)))
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)

@@ -93,6 +93,7 @@ import tensorflow_text as tf_text
 
 from kzoo import io as kzoo_io
 from kzoo.data.conll import split_words, tokenize_words
+from kzoo.export.precision import check_serving_dtype, serving_copy
 from kzoo.export.versions import next_version, write_version
 from kzoo.models.encoder import INPUT_NAMES
 from kzoo.text import BertPacker, BertTokenizer, RobertaTokenizer, SentencePieceTokenizer
@@ -313,7 +314,8 @@ def _encoder_module(encoder, pretrainer, tokenizer, assets, pooling=None):
     return root, {"serving_default": serving_default.get_concrete_function()}
 
 
-def export_hub_encoder(encoder, tokenizer, export_root, seq_length=None, pretrainer=None, version=None):
+def export_hub_encoder(encoder, tokenizer, export_root, seq_length=None, pretrainer=None, version=None,
+                       compute_dtype=None):
     """Writes TF Hub-style preprocessing and encoder SavedModels (see the module docstring).
 
     Args:
@@ -334,6 +336,11 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=None, pretrai
         pretrainer: a `kzoo.models.bert_pretrainer` on this encoder: adds the `mlm`
             sub-object (its masked-LM head) to the encoder SavedModel.
         version: integer version of both; default: the next one free in both folders.
+        compute_dtype: None (the model as it computes), "float32" or "bfloat16": the encoder's
+            projections multiply in bfloat16, everything else in float32, outputs unchanged in
+            dtype (`kzoo.export.precision.serving_copy`; the SavedModel stores those kernels in
+            bfloat16). Not with
+            `pretrainer` (the MLM head is for further training). For CPUs with AVX512-BF16 / AMX, TPUs and recent GPUs.
 
     Returns:
         `HubExport(preprocess=<path>, encoder=<path>)`, the two version folders.
@@ -342,6 +349,11 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=None, pretrai
     from kzoo.models.sentence import find_pooling
     from kzoo.models.walk import find_encoder
 
+    check_serving_dtype(compute_dtype)
+    if pretrainer is not None and compute_dtype is not None:
+        raise ValueError("compute_dtype is for serving exports; export with pretrainer (for further training) "
+                         "in the model's own precision")
+    encoder = serving_copy(encoder, compute_dtype)
     found = find_encoder(encoder)
     pooling = find_pooling(encoder) if found is not encoder else None
     if seq_length is None:

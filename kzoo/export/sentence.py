@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from kzoo.export.classifier import _warmup_requests, checked_packed, pad_empty_batch
 from kzoo.export.archive import export_archive
+from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import write_warmup_requests
 from kzoo.models.sentence import find_pooling
@@ -31,7 +32,7 @@ def sentence_seq_length(model, seq_length=None):
 
 
 def export_sentence_encoder(model, tokenizer, export_root, seq_length=None, version=None, warmup_texts=None,
-                            model_name=None):
+                            model_name=None, compute_dtype=None):
     """Writes `export_root/<version>/`, a SavedModel TF Serving loads as-is.
 
     Signatures:
@@ -57,12 +58,17 @@ def export_sentence_encoder(model, tokenizer, export_root, seq_length=None, vers
         warmup_texts: optional example texts for `assets.extra/tf_serving_warmup_requests`.
         model_name: `model_spec.name` of the warm-up requests (default: the base name of
             `export_root`).
+        compute_dtype: None (the model as it computes), "float32" or "bfloat16": the encoder's
+            projections multiply in bfloat16, everything else in float32, outputs unchanged in
+            dtype (`kzoo.export.precision.serving_copy`; the SavedModel stores those kernels in
+            bfloat16). For CPUs with AVX512-BF16 / AMX, TPUs and recent GPUs.
 
     Returns:
         The path of the version folder written.
     """
     seq_length = sentence_seq_length(model, seq_length)
     warmup = _warmup_requests(warmup_texts, None, False)
+    model = serving_copy(model, compute_dtype)
     if model_name is None:
         model_name = os.path.basename(os.path.normpath(os.fspath(export_root)))
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)

@@ -35,6 +35,7 @@ with the same characters.
 import tensorflow as tf
 
 from kzoo.export.archive import export_archive
+from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.text.alignment import clean_text, pieces_with_offsets, wordpieces_with_offsets
 
@@ -104,7 +105,7 @@ def _top_mask(logits, k):
 
 def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_stride=128, max_query_length=64,
                         max_answer_length=30, version_2_with_negative=False, null_score_diff_threshold=0.0,
-                        version=None, n_best_size=20):
+                        version=None, n_best_size=20, compute_dtype=None):
     """Writes `export_root/<version>/`, a SavedModel answering questions on raw text.
 
     Signature `serving_default`:
@@ -138,10 +139,15 @@ def export_span_labeler(model, tokenizer, export_root, max_seq_length=384, doc_s
         version: integer version; default: the next free one.
         n_best_size: spans start and end among each window's `n_best_size` largest start and
             end logits, as the official code (which looks no further); None: every span.
+        compute_dtype: None (the model as it computes), "float32" or "bfloat16": the encoder's
+            projections multiply in bfloat16, everything else in float32, outputs unchanged in
+            dtype (`kzoo.export.precision.serving_copy`; the SavedModel stores those kernels in
+            bfloat16). For CPUs with AVX512-BF16 / AMX, TPUs and recent GPUs.
 
     Returns:
         The path of the version folder written.
     """
+    model = serving_copy(model, compute_dtype)
     roberta = getattr(tokenizer, "packer_layout", "bert") == "roberta"
     specials = 4 if roberta else 3
     if max_seq_length - max_query_length - specials < 1:

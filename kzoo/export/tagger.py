@@ -4,11 +4,13 @@ import tensorflow as tf
 
 from kzoo.data.conll import split_words, tokenize_words
 from kzoo.export.archive import export_archive
+from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.text import BertPacker
 
 
-def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, version=None, fill_tag="O"):
+def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, version=None, fill_tag="O",
+                  compute_dtype=None):
     """Writes `export_root/<version>/`, a SavedModel TF Serving loads as-is.
 
     Words and labels follow `kzoo.data.conll`: the sentence is split into words by the
@@ -48,6 +50,10 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
         seq_length: the most pieces per packed sentence, the two special tokens included.
         version: integer version; default: the next free one.
         fill_tag: the tag of words cut by truncation; must be in `tag_names`.
+        compute_dtype: None (the model as it computes), "float32" or "bfloat16": the encoder's
+            projections multiply in bfloat16, everything else in float32, outputs unchanged in
+            dtype (`kzoo.export.precision.serving_copy`; the SavedModel stores those kernels in
+            bfloat16). For CPUs with AVX512-BF16 / AMX, TPUs and recent GPUs.
 
     Returns:
         The path of the version folder written.
@@ -60,6 +66,7 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
     if seq_length < 3:
         raise ValueError(f"seq_length must be >= 3 (room for the two special tokens and a word), got {seq_length}")
     fill_id = tag_names.index(fill_tag)
+    model = serving_copy(model, compute_dtype)
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)
     names_with_padding = tf.constant(tag_names + [""])  # index -1 -> ""
     num_tags = len(tag_names)

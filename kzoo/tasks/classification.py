@@ -11,6 +11,7 @@ from absl import logging
 
 from kzoo import io as kzoo_io
 from kzoo import checkpoints, data, export, layers, models, text
+from kzoo.export.precision import check_serving_dtype
 from kzoo.data.masking import MLMMasker
 from kzoo.models import distillation, multitask
 from kzoo.training.common import load_tokenizer, save_model, save_tokenizer, standard_callbacks
@@ -76,6 +77,8 @@ class ClassifierRun(AdaptationOptions, DistributionOptions):
         model_dir: TensorBoard logs, per-epoch weight checkpoints, the final
             `model.keras` and `labels.json`.
         export_dir: the SavedModel base path; empty skips the export.
+        serving_dtype: the export's compute precision: "float32", or "bfloat16" (the encoder's
+            projections in bfloat16, the rest in float32: `kzoo.export.precision`).
         predict_text: a raw sentence sent through the exported signature.
         verbose: Keras progress output (1: bar, 2: a line per epoch).
         aux_mlm_weight: lambda of an auxiliary masked-LM loss on the task's
@@ -121,6 +124,7 @@ class ClassifierRun(AdaptationOptions, DistributionOptions):
     dropout: float = 0.1
     model_dir: str = os.path.join("runs", "intents")
     export_dir: str = os.path.join("savedmodels", "intents")
+    serving_dtype: str = "float32"
     predict_text: str = "wake me up at 6:30 tomorrow"
     verbose: int = 1
     aux_mlm_weight: float = 0.0
@@ -178,6 +182,7 @@ def run_classifier(run):
     """Fine-tunes, evaluates, predicts and exports; returns a dict of results."""
     keras.utils.set_random_seed(run.seed)
     run.validate()
+    check_serving_dtype(run.serving_dtype)
     if run.aux_mlm_weight and run.teacher_model_dir:
         raise ValueError("aux_mlm_weight and teacher_model_dir: use one of the two extra training signals")
     train, evaluation, predict, label_names = read_inputs(run)
@@ -300,7 +305,8 @@ def run_classifier(run):
         result["predictions_file"] = path
     if run.export_dir:
         path = export.export_classifier(serving_model(model, run), tokenizer, label_names, run.export_dir,
-                                        run.max_seq_length, pair=train.texts_b is not None)
+                                        run.max_seq_length, pair=train.texts_b is not None,
+                                        compute_dtype=run.serving_dtype)
         result["export_path"] = path
         logging.info("exported SavedModel to %s", path)
         if run.predict_text and train.texts_b is None:
@@ -385,8 +391,10 @@ def load_classifier_dirs(model_dirs, weights=None):
     return members[0], tokenizer, labels
 
 
-def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=128, pair=False):
+def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=128, pair=False,
+                          serving_dtype=None):
     """Exports one `run_classifier` model_dir as a raw-text SavedModel, or the probability-averaging ensemble of
     several (`load_classifier_dirs`); returns the version path under `export_dir`."""
     model, tokenizer, labels = load_classifier_dirs(model_dirs, weights)
-    return export.export_classifier(model, tokenizer, labels, export_dir, max_seq_length, pair=pair)
+    return export.export_classifier(model, tokenizer, labels, export_dir, max_seq_length, pair=pair,
+                                    compute_dtype=serving_dtype)

@@ -21,6 +21,7 @@ from absl import logging
 from kzoo import checkpoints, export, models, text
 from kzoo import io as kzoo_io
 from kzoo.data.pairs import no_duplicate_batches, pair_dataset, read_pairs
+from kzoo.export.precision import check_serving_dtype
 from kzoo.export.sentence import sentence_seq_length
 from kzoo.models.dual_encoder import DualEncoder
 from kzoo.tasks.retrieval import SPLIT_SEED, RetrievalEval, evaluate_retrieval, squad_retrieval_split, text_embedder
@@ -61,6 +62,8 @@ class DualEncoderRun(AdaptationOptions, DistributionOptions):
             towers also `positive_model.keras`), the tokenizer, `results.json`.
         export_dir: the embedding SavedModel's base path (`export_sentence_encoder`; separate
             towers: the positive tower at `<export_dir>_positive`); empty: no export.
+        serving_dtype: the export's compute precision: "float32", or "bfloat16" (the encoder's
+            projections in bfloat16, the rest in float32: `kzoo.export.precision`).
         verbose: Keras progress output.
         static_shapes: refused (the flag is shared by every command).
     """
@@ -89,11 +92,13 @@ class DualEncoderRun(AdaptationOptions, DistributionOptions):
     seed: int = 42
     model_dir: str = os.path.join("runs", "dual_encoder")
     export_dir: str = os.path.join("savedmodels", "embeddings")
+    serving_dtype: str = "float32"
     verbose: int = 2
     static_shapes: bool = False
 
     def check(self):
         self.validate()
+        check_serving_dtype(self.serving_dtype)
         if self.static_shapes:
             raise ValueError("static_shapes: the dual encoder pads each batch to its longest text; static shapes "
                              "(and so TPUs) are not supported yet")
@@ -198,11 +203,13 @@ def run_dual_encoder(run):
               "max_seq_length": length}
     if run.export_dir:
         result["export_path"] = export.export_sentence_encoder(serving_model(anchor_model, run), tokenizer,
-                                                               run.export_dir, seq_length=length)
+                                                               run.export_dir, seq_length=length,
+                                                               compute_dtype=run.serving_dtype)
         logging.info("exported the embedding SavedModel to %s", result["export_path"])
         if positive_model is not None:
             result["positive_export_path"] = export.export_sentence_encoder(
-                positive_model, tokenizer, f"{os.path.normpath(run.export_dir)}_positive", seq_length=length)
+                positive_model, tokenizer, f"{os.path.normpath(run.export_dir)}_positive", seq_length=length,
+                compute_dtype=run.serving_dtype)
     write_json_atomically(kzoo_io.join(run.model_dir, "results.json"),
                           {k: v for k, v in result.items() if k != "history"} | {"history": {
                               k: [float(x) for x in v] for k, v in history.history.items()}})

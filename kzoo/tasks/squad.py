@@ -20,6 +20,7 @@ from kzoo import checkpoints, models, text
 from kzoo.text import squad
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks, write_json_atomically
 from kzoo.export import export_span_labeler
+from kzoo.export.precision import check_serving_dtype
 from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation, serving_model
 from kzoo.training.distribution import DistributionOptions
 
@@ -64,6 +65,8 @@ class SquadRun(AdaptationOptions, DistributionOptions):
         export_dir: SavedModel base path for `kzoo.export.export_span_labeler`
             (raw question and context in, answer text and character span
             out, doc stride in the graph); empty: no export.
+        serving_dtype: the export's compute precision: "float32", or "bfloat16" (the encoder's
+            projections in bfloat16, the rest in float32: `kzoo.export.precision`).
         static_shapes: drop the last partial training batch and compile the
             train step with XLA (windows are always max_seq_length long;
             automatic under TPUStrategy).
@@ -96,6 +99,7 @@ class SquadRun(AdaptationOptions, DistributionOptions):
     max_eval_examples: int = None
     static_shapes: bool = False
     export_dir: str = ""
+    serving_dtype: str = "float32"
     seed: int = 42
     model_dir: str = os.path.join("runs", "squad")
     verbose: int = 1
@@ -276,6 +280,7 @@ def run_squad(run):
     """
     keras.utils.set_random_seed(run.seed)
     run.validate()
+    check_serving_dtype(run.serving_dtype)
     inputs = read_inputs(run)
     logging.info("%s: %d training questions (%d skipped answers); %s: %d questions to predict%s",
                  run.train_file, len(inputs.train_examples), inputs.num_skipped, inputs.eval_source,
@@ -347,7 +352,8 @@ def run_squad(run):
             serving_model(model, run), tokenizer, run.export_dir, max_seq_length=run.max_seq_length,
             doc_stride=run.doc_stride, max_query_length=run.max_query_length,
             max_answer_length=run.max_answer_length, version_2_with_negative=run.version_2_with_negative,
-            null_score_diff_threshold=run.null_score_diff_threshold, n_best_size=run.n_best_size)
+            null_score_diff_threshold=run.null_score_diff_threshold, n_best_size=run.n_best_size,
+            compute_dtype=run.serving_dtype)
         logging.info("exported SavedModel to %s", export_path)
     return {
         "export_path": export_path,

@@ -19,6 +19,7 @@ from kzoo import checkpoints, models
 from kzoo.data import conll
 from kzoo.training.common import save_model, save_tokenizer, standard_callbacks
 from kzoo.export import export_tagger
+from kzoo.export.precision import check_serving_dtype
 from kzoo.training.recipe import AdaptationOptions, prepare_training, save_adaptation, serving_model
 from kzoo.training.distribution import DistributionOptions
 from kzoo.training.tagging_metrics import EntityMetricsCallback, evaluate_tagger
@@ -57,6 +58,8 @@ class TaggerRun(AdaptationOptions, DistributionOptions):
         strict_iob2: score entities with seqeval's strict IOB2 rules instead of conlleval's.
         export_dir: SavedModel base path for `kzoo.export.export_tagger`
             (raw text in, words and tags out); empty: no export.
+        serving_dtype: the export's compute precision: "float32", or "bfloat16" (the encoder's
+            projections in bfloat16, the rest in float32: `kzoo.export.precision`).
         static_shapes: pad to max_seq_length, drop the last partial training
             batch and compile the train step with XLA (automatic under
             TPUStrategy).
@@ -86,6 +89,7 @@ class TaggerRun(AdaptationOptions, DistributionOptions):
     strict_iob2: bool = False
     static_shapes: bool = False
     export_dir: str = ""
+    serving_dtype: str = "float32"
     seed: int = 42
     model_dir: str = os.path.join("runs", "tagger")
     verbose: int = 1
@@ -179,6 +183,7 @@ def run_tagger(run):
     """Fine-tunes, evaluates (entity P/R/F1 every epoch) and predicts; returns a dict of results."""
     keras.utils.set_random_seed(run.seed)
     run.validate()
+    check_serving_dtype(run.serving_dtype)
     train, evaluation, predict, tag_names = read_inputs(run)
     num_eval = len(evaluation[0]) if evaluation else 0
     logging.info("%s: %d train / %d evaluation sentences, %d tags %s", run.train_file, len(train[0]), num_eval,
@@ -253,7 +258,7 @@ def run_tagger(run):
     result["export_path"] = None
     if run.export_dir:
         result["export_path"] = export_tagger(serving_model(model, run), tokenizer, tag_names, run.export_dir,
-                                              seq_length=run.max_seq_length)
+                                              seq_length=run.max_seq_length, compute_dtype=run.serving_dtype)
         logging.info("exported SavedModel to %s", result["export_path"])
     return result
 

@@ -599,7 +599,8 @@ def tune_classifier(run):
         final["predictions_file"] = path
     if run.export_dir:
         final["export_path"] = export.export_classifier(model, tokenizer, label_names, run.export_dir,
-                                                        run.max_seq_length, pair=pair)
+                                                        run.max_seq_length, pair=pair,
+                                                        compute_dtype=run.serving_dtype)
     results["final"] = final
     _write_results(run, results)
     return results

@@ -1,0 +1,124 @@
+"""Serving precision: the copy of a model that an export with `compute_dtype="bfloat16"` traces.
+
+CPUs with AVX512-BF16 or AMX (and TPUs, recent GPUs) multiply bfloat16 matrices at twice the
+float32 rate or more, and TensorFlow's oneDNN kernels use those units for bfloat16 `MatMul`,
+`BatchMatMul` and `Einsum`. A bfloat16 serving copy does exactly the encoder's projections in
+bfloat16 and everything else in float32:
+
+- every `Dense` / `EinsumDense` inside a `TransformerEncoderBlock` (attention query, key, value
+  and output projections, the feed-forward pair, adapters), the `BertPooler`'s dense layer and
+  the embedding projection (ALBERT, ELECTRA-Small) keeps its kernel as a bfloat16 variable (half
+  the bytes, and no per-request cast of the weights), casts its input to bfloat16 and multiplies
+  in bfloat16 (float32 accumulation in oneDNN); its bias, its activation and its output are
+  float32;
+- embeddings, LayerNorm, the attention scores and softmax, residual sums, poolings and the task
+  heads (logits) stay float32.
+
+Keras' `mixed_bfloat16` policy would instead keep every activation in bfloat16 between layers
+and, with float32 variables, cast every kernel on every call. The copy shares nothing with the
+original model, which stays as it was.
+"""
+
+import keras
+
+SERVING_DTYPES = ("float32", "bfloat16")
+
+
+def check_serving_dtype(compute_dtype):
+    if compute_dtype is not None and compute_dtype not in SERVING_DTYPES:
+        raise ValueError(f"compute_dtype must be None (the model's own policy) or one of {list(SERVING_DTYPES)}, "
+                         f"got {compute_dtype!r}")
+    return compute_dtype
+
+
+def _all_layers(model):
+    return list(model._flatten_layers(include_self=True, recursive=True))
+
+
+def _matmul_layers(model):
+    """The Dense / EinsumDense layers whose matmuls run in bfloat16 (see the module docstring)."""
+    from kzoo.layers import BertPooler, TransformerEncoderBlock
+    from kzoo.models.walk import EMBEDDING_PROJECTION
+
+    dense_types = (keras.layers.Dense, keras.layers.EinsumDense)
+    found = {}
+    for layer in _all_layers(model):
+        if isinstance(layer, (TransformerEncoderBlock, BertPooler)):
+            for sub in _all_layers(layer):
+                if isinstance(sub, dense_types):
+                    found[id(sub)] = sub
+        elif isinstance(layer, dense_types) and layer.name == EMBEDDING_PROJECTION:
+            found[id(layer)] = layer
+    return list(found.values())
+
+
+class _Float32Output:
+    """A converted layer's activation: the bfloat16 matmul (+ float32 bias) result in float32, then
+    the original activation, in float32."""
+
+    def __init__(self, activation):
+        self.activation = activation
+
+    def __call__(self, x):
+        x = keras.ops.cast(x, "float32")
+        return x if self.activation is None else self.activation(x)
+
+
+def _to_bfloat16_matmul(layer):
+    kernel = layer._kernel
+    value = keras.ops.cast(kernel.value, "bfloat16")
+    del layer._kernel  # untracks the float32 variable
+    layer._tracker.unlock()
+    layer._kernel = layer.add_weight(name="kernel", shape=kernel.shape, dtype="bfloat16", initializer="zeros",
+                                     trainable=False)
+    layer._tracker.lock()
+    layer._kernel.assign(value)
+    layer.dtype_policy = "bfloat16"  # inputs cast to bfloat16; the float32 bias is not autocast
+    activation = layer.activation
+    if activation is keras.activations.linear:
+        activation = None
+    layer.activation = _Float32Output(activation)
+
+
+def _clone(model):
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    if not clone.built:
+        raise ValueError(f"cannot make a serving copy of {model.name!r}: it does not rebuild from its config")
+    source, target = model.weights, clone.weights
+    if [tuple(v.shape) for v in source] != [tuple(v.shape) for v in target]:
+        raise ValueError(f"cannot make a serving copy of {model.name!r}: its copy has other weights")
+    for original, copy in zip(source, target):
+        copy.assign(original.value)
+    return clone
+
+
+def serving_copy(model, compute_dtype=None):
+    """The model an exporter traces for `compute_dtype`.
+
+    Args:
+        model: a built `keras.Model` (a kzoo task model, encoder or ensemble).
+        compute_dtype: None: `model` itself, as it computes (float32, or its training policy);
+            "float32": `model` when every layer computes in float32, else a float32 copy;
+            "bfloat16": a copy whose encoder projections multiply in bfloat16, everything
+            else in float32 (see the module docstring).
+
+    Returns:
+        `model` or a new model with the same weights (bfloat16 kernels rounded to nearest even).
+    """
+    check_serving_dtype(compute_dtype)
+    if compute_dtype is None:
+        return model
+    layers = _all_layers(model)
+    if compute_dtype == "float32" and all(layer.compute_dtype == "float32" for layer in layers):
+        return model
+    clone = _clone(model)
+    converted = _matmul_layers(clone) if compute_dtype == "bfloat16" else []
+    if compute_dtype == "bfloat16" and not converted:
+        raise ValueError(f"{model.name!r} has no kzoo encoder projections to run in bfloat16")
+    converted_ids = {id(layer) for layer in converted}
+    for layer in _all_layers(clone):
+        if id(layer) not in converted_ids and layer.dtype_policy.name != "float32":
+            layer.dtype_policy = "float32"
+    for layer in converted:
+        _to_bfloat16_matmul(layer)
+    return clone

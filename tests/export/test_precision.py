@@ -1,0 +1,164 @@
+"""bfloat16 serving exports (`kzoo.export.precision.serving_copy`, `compute_dtype=`)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kzoo.configs import BertConfig
+from kzoo.export import (export_classifier, export_hub_encoder, export_sentence_encoder, export_tagger,
+                         serving_copy)
+from kzoo.layers import BertPooler, TransformerEncoderBlock
+from kzoo.models import bert_classifier, bert_encoder, bert_token_classifier, sentence_encoder
+from kzoo.text import BertPacker, BertTokenizer
+from kzoo.training import dtype_policy_scope
+from tests.models.test_families import config_of, inputs_for
+
+SENTENCES = ["What's the weather in Paris tomorrow?", "play some jazz", "Café Ünïcödé 我爱北京", "",
+             "wake me up at six thirty tomorrow morning and play the news"]
+
+
+DEBERTA = BertConfig(family="deberta_v2", vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=24, max_position_embeddings=32, type_vocab_size=0,
+                     use_absolute_positions=False, position_buckets=4, max_relative_positions=8,
+                     pooler_hidden_act="gelu")
+
+
+def _bf16_round(array):
+    return tf.cast(tf.cast(array, tf.bfloat16), tf.float32).numpy()
+
+
+def _projections(model):
+    """Dense/EinsumDense layers inside blocks and poolers, plus the embedding projection."""
+    found = {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, (TransformerEncoderBlock, BertPooler)):
+            for sub in layer._flatten_layers(include_self=True, recursive=True):
+                if isinstance(sub, (keras.layers.Dense, keras.layers.EinsumDense)):
+                    found[sub.path] = sub
+        elif layer.name == "embedding_projection":
+            found[layer.path] = layer
+    return found
+
+
+@pytest.mark.parametrize("family", ["bert", "albert", "deberta_v2"])
+def test_bfloat16_copy_rounds_only_the_projection_kernels(family):
+    config = DEBERTA if family == "deberta_v2" else config_of(family)
+    model = bert_classifier(bert_encoder(config), num_classes=3)
+    inputs = inputs_for(config, batch=3, seq=9)
+    before = {v.path: v.numpy().copy() for v in model.weights}
+    want = model(inputs, training=False).numpy()
+
+    copy = serving_copy(model, "bfloat16")
+    assert copy is not model
+    projections = _projections(copy)
+    assert len(projections) >= 5 + (family == "albert")  # q, k, v, attention output, ffn pair, pooler
+    kernels = {layer.kernel.path for layer in projections.values()}
+    for variable in copy.weights:
+        original = before[variable.path]
+        if variable.path in kernels:
+            assert variable.dtype == "bfloat16", variable.path
+            np.testing.assert_array_equal(tf.cast(variable.value, tf.float32).numpy(), _bf16_round(original))
+        else:  # embeddings, LayerNorms, biases, relative tables, the head: float32, unchanged
+            assert variable.dtype == "float32", variable.path
+            np.testing.assert_array_equal(variable.numpy(), original)
+    got = copy(inputs, training=False)
+    assert got.dtype == tf.float32
+    # The original model is untouched, and the copy differs from it by bfloat16 rounding only.
+    np.testing.assert_array_equal(model(inputs, training=False).numpy(), want)
+    assert all(v.dtype == "float32" and np.array_equal(v.numpy(), before[v.path]) for v in model.weights)
+    encoder = copy.get_layer(f"{family}_encoder")
+    states = encoder(inputs)["sequence_output"].numpy()
+    reference = model.get_layer(f"{family}_encoder")(inputs)["sequence_output"].numpy()
+    difference = np.abs(states - reference).max()
+    assert 0 < difference < 0.05, difference  # LayerNorm outputs are O(1); bfloat16 keeps ~3 digits
+
+
+def test_serving_copy_dtypes():
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    model = bert_classifier(config, num_classes=2)
+    assert serving_copy(model, None) is model and serving_copy(model, "float32") is model
+    with pytest.raises(ValueError, match="compute_dtype must be None .* 'bfloat16'"):
+        serving_copy(model, "float16")
+    # A model trained under mixed_bfloat16 computes in bfloat16; its float32 copy computes in float32
+    # with the same (float32) weights.
+    with dtype_policy_scope("mixed_bfloat16"):
+        mixed = bert_classifier(config, num_classes=2)
+    mixed.set_weights(model.get_weights())
+    inputs = inputs_for(config)
+    copy = serving_copy(mixed, "float32")
+    assert copy is not mixed
+    assert {layer.compute_dtype for layer in copy._flatten_layers(include_self=True, recursive=True)} == {"float32"}
+    np.testing.assert_allclose(copy(inputs, training=False).numpy(), model(inputs, training=False).numpy(),
+                               atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tests.conftest import minilm_vocab_file
+
+    return BertTokenizer(vocab_file=minilm_vocab_file())
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tokenizer):
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64)
+    return bert_encoder(config)
+
+
+def _variables(path):
+    reader = tf.train.load_checkpoint(f"{path}/variables/variables")
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    return {name: (shapes[name], dtypes[name]) for name in shapes if "OPTIMIZER" not in name and
+            not name.startswith("_CHECKPOINTABLE")}
+
+
+def test_bfloat16_exports_keep_their_signatures(tmp_path, tokenizer, tiny_encoder):
+    classifier = bert_classifier(tiny_encoder, num_classes=3)
+    labels = ["alarm", "music", "weather"]
+    paths = {dtype: export_classifier(classifier, tokenizer, labels, tmp_path / dtype, seq_length=32,
+                                      compute_dtype=dtype) for dtype in ("float32", "bfloat16")}
+    packer = BertPacker.from_tokenizer(tokenizer, 32, dynamic_length=True)
+    want = serving_copy(classifier, "bfloat16")(packer(tokenizer(tf.constant(SENTENCES))), training=False)
+    out = {}
+    for dtype, path in paths.items():
+        loaded = tf.saved_model.load(path)
+        out[dtype] = loaded.signatures["serving_default"](text=tf.constant(SENTENCES))
+        assert {k: v.dtype for k, v in out[dtype].items()} == {
+            "probabilities": tf.float32, "label_ids": tf.int32, "labels": tf.string}
+    # The bfloat16 SavedModel computes what the bfloat16 copy computes, and stores 12 bfloat16 kernels
+    # (2 blocks x 6 projections) and the pooler's.
+    np.testing.assert_allclose(out["bfloat16"]["probabilities"].numpy(), tf.nn.softmax(want).numpy(), atol=1e-6)
+    assert np.abs(out["bfloat16"]["probabilities"].numpy() - out["float32"]["probabilities"].numpy()).max() < 0.02
+    stored = _variables(paths["bfloat16"])
+    assert sum(dtype == tf.bfloat16 for _, dtype in stored.values()) == 13
+    assert {dtype for _, dtype in _variables(paths["float32"]).values()} <= {tf.float32, tf.int64, tf.string}
+
+    # Sentence embeddings and tags: the same outputs' names and dtypes, values close to float32's.
+    embedder = sentence_encoder(tiny_encoder, pooling="mean", normalize=True, max_seq_length=32)
+    tagger = bert_token_classifier(tiny_encoder, num_tags=3)
+    for export, model, extra in ((export_sentence_encoder, embedder, {}),
+                                 (export_tagger, tagger, {"tag_names": ["O", "B-X", "I-X"]})):
+        results = {}
+        for dtype in ("float32", "bfloat16"):
+            path = export(model, tokenizer, export_root=tmp_path / f"{model.name}_{dtype}", compute_dtype=dtype,
+                          **extra)
+            results[dtype] = tf.saved_model.load(path).signatures["serving_default"](text=tf.constant(SENTENCES))
+        assert {k: v.dtype for k, v in results["bfloat16"].items()} == {
+            k: v.dtype for k, v in results["float32"].items()}
+        name = "embeddings" if model is embedder else "probabilities"
+        difference = np.abs(results["bfloat16"][name].numpy() - results["float32"][name].numpy()).max()
+        assert 0 < difference < 0.02, (name, difference)
+
+    # The TF Hub-style encoder: float32 outputs, close to float32's; no bfloat16 MLM head for further training.
+    pooled = {}
+    for dtype in ("float32", "bfloat16"):
+        paths = export_hub_encoder(tiny_encoder, tokenizer, tmp_path / f"hub_{dtype}", compute_dtype=dtype)
+        outputs = tf.saved_model.load(paths.encoder)(tf.saved_model.load(paths.preprocess)(tf.constant(SENTENCES)))
+        assert outputs["sequence_output"].dtype == outputs["pooled_output"].dtype == tf.float32
+        pooled[dtype] = outputs["pooled_output"].numpy()
+    assert 0 < np.abs(pooled["bfloat16"] - pooled["float32"]).max() < 0.02
+    with pytest.raises(ValueError, match="compute_dtype is for serving exports"):
+        export_hub_encoder(tiny_encoder, tokenizer, tmp_path / "hub_mlm", pretrainer=object(), compute_dtype="bfloat16")
