@@ -3,7 +3,9 @@
 Fine-tuning throughput (SST-2 real lengths, and fixed lengths 64 and 128),
 serving latency and throughput (batch 1 and 32) of the exported SavedModels,
 and the training step's FLOP rate as a share of a measured float32 matmul
-peak; the systems are interleaved window by window. Then the DeBERTa-v3
+peak; the systems are interleaved window by window. Also: both systems'
+mixed_bfloat16 training at real lengths, kzoo's bfloat16 export, and where a
+batch-1 request's time goes (`serve_breakdown`). Then the DeBERTa-v3
 section: a DeBERTa-v3-xsmall-sized model against keras-hub's DebertaV3
 (training steps at the fixed lengths, batch-1 serving). See
 `kzoo.tasks.benchmark` and `kzoo.tasks.benchmark_deberta` for exactly what is
@@ -50,6 +52,10 @@ flags.DEFINE_integer("num_layers", _FULL.num_layers, "Transformer blocks.")
 flags.DEFINE_integer("hidden_size", _FULL.hidden_size, "Hidden width.")
 flags.DEFINE_integer("num_heads", _FULL.num_heads, "Attention heads.")
 flags.DEFINE_integer("intermediate_size", _FULL.intermediate_size, "Feed-forward width.")
+flags.DEFINE_bool("measure_bf16", _FULL.measure_bf16, "Also time both systems' training under mixed_bfloat16 at "
+                  "real lengths (train_bf16_speedup) and serve kzoo's bfloat16 export (serve_p50_batch1_bf16_ms).")
+flags.DEFINE_integer("profile_requests", _FULL.profile_requests, "Batch-1 requests traced for the op-level "
+                     "serve_breakdown of kzoo's export (0: none; quick: 10).")
 flags.DEFINE_bool("measure_deberta", _FULL.measure_deberta, "Also run the DeBERTa-v3 section: kzoo's deberta_v2 "
                   "family against keras-hub's DebertaV3TextClassifier (training at the fixed lengths, batch-1 "
                   "serving).")

@@ -59,6 +59,8 @@ from kzoo import configs, data, export, models, text
 from kzoo.tasks import benchmark_deberta
 from kzoo.tasks.benchmark_deberta import DebertaOptions
 from kzoo.tasks.classification import BUCKETS
+from kzoo.tasks.serve_profile import breakdown_table, serve_breakdown
+from kzoo.training.distribution import dtype_policy_scope
 from kzoo.training.optimization import create_optimizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -99,6 +101,11 @@ class BenchmarkOptions:
             fixed lengths.
         matmul_size: n of the n x n float32 matmul that measures the peak.
         num_layers, hidden_size, num_heads, intermediate_size: model size.
+        measure_bf16: also time both systems' training under `mixed_bfloat16` at real
+            lengths (`train_bf16_speedup`: kzoo's over its float32 rate) and serve kzoo's
+            bfloat16 export (`export_classifier(compute_dtype="bfloat16")`) beside the others.
+        profile_requests: batch-1 requests traced for `serve_breakdown`
+            (`kzoo.tasks.serve_profile`; 0: no breakdown).
         measure_deberta: also run the DeBERTa-v3 section
             (`kzoo.tasks.benchmark_deberta`).
         deberta_num_layers, deberta_hidden_size, deberta_num_heads,
@@ -127,6 +134,8 @@ class BenchmarkOptions:
     hidden_size: int = 384
     num_heads: int = 12
     intermediate_size: int = 1536
+    measure_bf16: bool = True
+    profile_requests: int = 30
     measure_deberta: bool = True
     deberta_num_layers: int = DebertaOptions.num_layers
     deberta_hidden_size: int = DebertaOptions.hidden_size
@@ -142,7 +151,7 @@ class BenchmarkOptions:
         """The short run (a few minutes on 2 cores): fewer and shorter windows,
         fewer requests, no XLA rows."""
         settings = dict(num_examples=4096, warmup_steps=2, window_steps=3, num_windows=3, serving_requests=60,
-                        serving_batches=8, measure_xla=False)
+                        serving_batches=8, measure_xla=False, profile_requests=10)
         settings.update(overrides)
         return cls(**settings)
 
@@ -153,6 +162,9 @@ class BenchmarkOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.profile_requests, bool) or not isinstance(self.profile_requests, int) or (
+                self.profile_requests < 0):
+            raise ValueError(f"profile_requests must be a non-negative integer, got {self.profile_requests!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         for length in self.fixed_lengths:
@@ -204,6 +216,20 @@ def matmul_peak(n, repeats=7):
     return 2.0 * n**3 / best
 
 
+# The CPU features that decide float32 and bfloat16 matmul speed (oneDNN picks its kernels by them).
+MATMUL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags():
+    """Which of `MATMUL_FLAGS` /proc/cpuinfo lists (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [flag for flag in MATMUL_FLAGS if flag in flags]
+
+
 def machine_description():
     """CPU model, usable cores, GPUs and library versions."""
     cpu = platform.processor() or platform.machine()
@@ -219,6 +245,7 @@ def machine_description():
     return {
         "cpu": cpu,
         "cores": cores,
+        "cpu_flags": cpu_flags(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -297,7 +324,12 @@ def same_packing(kzoo_features, hub_features):
 
 # Models --------------------------------------------------------------------------------------------
 
-def build_kzoo(options, vocab_size, jit_compile):
+def build_kzoo(options, vocab_size, jit_compile, dtype_policy="float32"):
+    with dtype_policy_scope(dtype_policy):
+        return _build_kzoo(options, vocab_size, jit_compile)
+
+
+def _build_kzoo(options, vocab_size, jit_compile):
     config = configs.BertConfig(vocab_size=vocab_size, hidden_size=options.hidden_size,
                                 num_hidden_layers=options.num_layers, num_attention_heads=options.num_heads,
                                 intermediate_size=options.intermediate_size)
@@ -308,7 +340,12 @@ def build_kzoo(options, vocab_size, jit_compile):
     return model
 
 
-def build_keras_hub(options, vocab_size, jit_compile):
+def build_keras_hub(options, vocab_size, jit_compile, dtype_policy="float32"):
+    with dtype_policy_scope(dtype_policy):
+        return _build_keras_hub(options, vocab_size, jit_compile)
+
+
+def _build_keras_hub(options, vocab_size, jit_compile):
     import keras_hub
 
     backbone = keras_hub.models.BertBackbone(
@@ -417,6 +454,21 @@ def measure_training(options, texts, labels, tokenizer, vocab_file):
     results["real_lengths"]["kzoo"]["mean_padded_length"] = float(np.mean(widths))
     results["real_lengths"]["keras_hub"]["mean_padded_length"] = float(options.sequence_length)
 
+    if options.measure_bf16:
+        # The same pipelines (the seeded kzoo one replays the same widths), both systems built under
+        # mixed_bfloat16: bfloat16 matmuls and activations, float32 variables, logits and loss.
+        logging.info("training at real lengths under mixed_bfloat16")
+        trainers = {
+            "kzoo": _Trainer(build_kzoo(options, tokenizer.vocab_size, False, "mixed_bfloat16"),
+                             kzoo_real_length_dataset(texts, labels, tokenizer, options),
+                             lambda step: training_flops(options.batch_size, widths[step], **dims)),
+            "keras_hub": _Trainer(build_keras_hub(options, tokenizer.vocab_size, False, "mixed_bfloat16"),
+                                  _repeat(hub_features, labels, options.batch_size, options.seed),
+                                  fixed_flops(options.sequence_length)),
+        }
+        results["real_lengths_bf16"] = interleaved_windows(trainers, options)
+        del trainers
+
     packed = {}
     for length in options.fixed_lengths:
         logging.info("training at fixed length %d", length)
@@ -447,25 +499,34 @@ def measure_training(options, texts, labels, tokenizer, vocab_file):
 # Serving -------------------------------------------------------------------------------------------
 
 def measure_serving(options, texts, tokenizer, vocab_file, kzoo_model, hub_model, work_dir):
-    """{batch_size: {system: latency percentiles and throughput}}."""
+    """({batch_size: {system: latency percentiles and throughput}}, the kzoo export's path). Systems:
+    kzoo, keras_hub and, with `measure_bf16`, kzoo_bf16 (kzoo's bfloat16 export), in turn request by
+    request."""
     logging.info("exporting both models")
-    kzoo_path = export.export_classifier(kzoo_model, tokenizer, ["negative", "positive"],
-                                         os.path.join(work_dir, "kzoo"), seq_length=options.sequence_length)
+    kzoo_paths = {"kzoo": export.export_classifier(kzoo_model, tokenizer, ["negative", "positive"],
+                                                   os.path.join(work_dir, "kzoo"), seq_length=options.sequence_length)}
+    if options.measure_bf16:
+        kzoo_paths["kzoo_bf16"] = export.export_classifier(
+            kzoo_model, tokenizer, ["negative", "positive"], os.path.join(work_dir, "kzoo_bf16"),
+            seq_length=options.sequence_length, compute_dtype="bfloat16")
     hub_path = os.path.join(work_dir, "keras_hub")
     hub_model.export(hub_path, format="tf_saved_model", verbose=False)
-    kzoo_serve = tf.saved_model.load(kzoo_path).signatures["serving_default"]
     hub_serve = tf.saved_model.load(hub_path).signatures["serving_default"]
     hub_features = keras_hub_inputs(texts, vocab_file, options.sequence_length)
 
-    def kzoo_call(rows):
-        out = kzoo_serve(text=tf.constant([texts[i] for i in rows]))
-        return out["probabilities"].numpy()
+    def kzoo_call(serve):
+        def call(rows):
+            return serve(text=tf.constant([texts[i] for i in rows]))["probabilities"].numpy()
+        return call
 
     def hub_call(rows):
         out = hub_serve(**{k: tf.constant(v[rows]) for k, v in hub_features.items()})
         return next(iter(out.values())).numpy()
 
-    calls = {"kzoo": kzoo_call, "keras_hub": hub_call}
+    calls = {name: kzoo_call(tf.saved_model.load(path).signatures["serving_default"])
+             for name, path in kzoo_paths.items()}
+    calls["keras_hub"] = hub_call
+    order = list(calls)
     rng = np.random.default_rng(options.seed + 1)
     results = {}
     for batch, requests in ((1, options.serving_requests), (32, options.serving_batches)):
@@ -476,7 +537,7 @@ def measure_serving(options, texts, tokenizer, vocab_file, kzoo_model, hub_model
                 call(rng.choice(len(texts), size=batch, replace=False))
         for r in range(requests):
             rows = rng.choice(len(texts), size=batch, replace=False)
-            for name in (SYSTEMS if r % 2 == 0 else SYSTEMS[::-1]):
+            for name in (order if r % 2 == 0 else order[::-1]):
                 start = time.perf_counter()
                 calls[name](rows)
                 latencies[name].append(time.perf_counter() - start)
@@ -490,7 +551,7 @@ def measure_serving(options, texts, tokenizer, vocab_file, kzoo_model, hub_model
             }
             for name, lat in latencies.items()
         }
-    return results
+    return results, kzoo_paths["kzoo"]
 
 
 # The run -------------------------------------------------------------------------------------------
@@ -515,8 +576,13 @@ def run_benchmark(options):
             figures["mfu"] = figures["flop_rate"] / peak
 
     with tempfile.TemporaryDirectory() as tmp:
-        serving = measure_serving(options, texts, tokenizer, vocab_file, models_["kzoo"], models_["keras_hub"],
-                                  options.work_dir or tmp)
+        serving, kzoo_export = measure_serving(options, texts, tokenizer, vocab_file, models_["kzoo"],
+                                               models_["keras_hub"], options.work_dir or tmp)
+        breakdown = None
+        if options.profile_requests:
+            logging.info("profiling %d batch-1 requests of the kzoo export", options.profile_requests)
+            breakdown = serve_breakdown(kzoo_export, texts, traced_requests=options.profile_requests,
+                                        timed_requests=options.serving_requests)
         deberta = None
         if options.measure_deberta:
             del models_
@@ -534,6 +600,14 @@ def run_benchmark(options):
         for q in ("p50", "p90", "p99"):
             ratios[f"serve_{q}_batch{batch}"] = (serving[f"batch_{batch}"]["kzoo"][f"{q}_ms"]
                                                  / serving[f"batch_{batch}"]["keras_hub"][f"{q}_ms"])
+    # Absolute figures kzoo tracks against its own targets, beside the ratios.
+    ratios["serve_p50_batch1_ms"] = serving["batch_1"]["kzoo"]["p50_ms"]
+    ratios["serve_throughput_batch32"] = serving["batch_32"]["kzoo"]["examples_per_second"]
+    if options.measure_bf16:
+        ratios["serve_p50_batch1_bf16_ms"] = serving["batch_1"]["kzoo_bf16"]["p50_ms"]
+        ratios["train_real_lengths_bf16"] = ratio("real_lengths_bf16")
+        ratios["train_bf16_speedup"] = (training["real_lengths_bf16"]["kzoo"]["examples_per_second"]
+                                        / training["real_lengths"]["kzoo"]["examples_per_second"])
     mfu = training["real_lengths"]["kzoo"]["mfu"]
     ratios["mfu"] = mfu
     if deberta is not None:
@@ -560,6 +634,7 @@ def run_benchmark(options):
         "matmul_peak_flops_before_after": [peak_before, peak_after],
         "training": training,
         "serving": serving,
+        "serve_breakdown": breakdown,
         "ratios": ratios,
         "mfu": mfu,
         "deberta": deberta,
@@ -614,6 +689,13 @@ def markdown_table(results):
         for length in o["fixed_lengths"]:
             train_row(f"train examples/s, fixed length {length}, XLA (jit_compile)", f"fixed_{length}_xla",
                       f"train_fixed_{length}_xla")
+    if "real_lengths_bf16" in training:
+        train_row("train examples/s, real lengths, mixed_bfloat16 (both)", "real_lengths_bf16",
+                  "train_real_lengths_bf16")
+        speedup = {s: training["real_lengths_bf16"][s]["examples_per_second"]
+                   / training["real_lengths"][s]["examples_per_second"] for s in SYSTEMS}
+        lines.append(f"| train speed-up, mixed_bfloat16 over float32, real lengths | {speedup['kzoo']:.2f}x | "
+                     f"{speedup['keras_hub']:.2f}x | |")
     for batch in (1, 32):
         k, h = serving[f"batch_{batch}"]["kzoo"], serving[f"batch_{batch}"]["keras_hub"]
         for q in ("p50", "p90", "p99"):
@@ -622,10 +704,19 @@ def markdown_table(results):
         lines.append(f"| serving batch {batch} throughput, examples/s | {k['examples_per_second']:.1f} | "
                      f"{h['examples_per_second']:.1f} | "
                      f"{k['examples_per_second'] / h['examples_per_second']:.2f}x |")
+        b = serving[f"batch_{batch}"].get("kzoo_bf16")
+        if b is not None:
+            figure, unit, own = ((b["p50_ms"], "p50 latency, ms", k["p50_ms"]) if batch == 1 else
+                                 (b["examples_per_second"], "throughput, examples/s", k["examples_per_second"]))
+            lines.append(f"| serving batch {batch} {unit}, kzoo's bfloat16 export ({figure / own:.2f}x its "
+                         f"float32 export's) | {figure:.1f} | | |")
     if results.get("deberta"):
         lines.extend(benchmark_deberta.markdown_rows(results["deberta"], o))
     for setting, label in [("real_lengths", "real lengths")] + [
             (f"fixed_{n}", f"fixed length {n}") for n in o["fixed_lengths"]]:
         lines.append(f"| training FLOP utilisation (of the matmul peak), {label} | "
                      f"{training[setting]['kzoo']['mfu']:.1%} | {training[setting]['keras_hub']['mfu']:.1%} | |")
+    if results.get("serve_breakdown"):
+        lines += ["", "Where a batch-1 request to kzoo's float32 export goes (`serve_breakdown`; op times of traced "
+                  "requests, which tracing slows down):", ""] + breakdown_table(results["serve_breakdown"])
     return "\n".join(lines) + "\n"

@@ -35,7 +35,7 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
 
     training, serving, ratios = r["training"], r["serving"], r["ratios"]
     # (the XLA rows of the full run add minutes of compilation; the quick preset leaves them out)
-    assert set(training) == {"real_lengths", "fixed_64", "fixed_128"}
+    assert set(training) == {"real_lengths", "fixed_64", "fixed_128", "real_lengths_bf16"}
     for setting, figures in training.items():
         name = setting.replace("real_lengths", "train_real_lengths").replace("fixed", "train_fixed")
         assert ratios[name] == pytest.approx(figures["kzoo"]["examples_per_second"]
@@ -44,8 +44,8 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
             f = figures[system]
             assert len(f["window_examples_per_second"]) == 2 and f["examples_per_second"] > 0
             assert f["mfu"] == pytest.approx(f["flop_rate"] / r["matmul_peak_flops"])
-            if setting != "real_lengths" or system == "keras_hub":  # fixed shapes: FLOPs per example known
-                length = 128 if setting == "real_lengths" else int(setting.split("_")[1])
+            if not setting.startswith("real_lengths") or system == "keras_hub":  # fixed shapes: FLOPs known
+                length = 128 if setting.startswith("real_lengths") else int(setting.split("_")[1])
                 per_example = benchmark.training_flops(8, length, 1, 32, 64) / 8
                 assert f["flop_rate"] / f["examples_per_second"] == pytest.approx(per_example)
     real = training["real_lengths"]
@@ -61,6 +61,19 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
             assert ratios[f"serve_{q}_batch{batch}"] == pytest.approx(
                 serving[f"batch_{batch}"]["kzoo"][f"{q}_ms"] / serving[f"batch_{batch}"]["keras_hub"][f"{q}_ms"])
     assert {"train_real_lengths", "train_fixed_64", "train_fixed_128", "serve_p50_batch1", "mfu"} <= set(ratios)
+    # kzoo's own figures: float32 and bfloat16 exports, mixed_bfloat16 training over float32.
+    assert ratios["serve_p50_batch1_ms"] == serving["batch_1"]["kzoo"]["p50_ms"]
+    assert ratios["serve_p50_batch1_bf16_ms"] == serving["batch_1"]["kzoo_bf16"]["p50_ms"] > 0
+    assert ratios["serve_throughput_batch32"] == serving["batch_32"]["kzoo"]["examples_per_second"]
+    assert serving["batch_32"]["kzoo_bf16"]["requests"] == 2
+    assert ratios["train_bf16_speedup"] == pytest.approx(training["real_lengths_bf16"]["kzoo"]["examples_per_second"]
+                                                         / training["real_lengths"]["kzoo"]["examples_per_second"])
+    breakdown = r["serve_breakdown"]
+    assert breakdown["requests"]["traced"] == 10 and len(breakdown["blocks_ms"]) == 1  # --quick, one block
+    assert all(breakdown["categories_ms"][c] > 0 for c in ("tokenizer_and_packing", "attention_projections",
+                                                            "attention_scores", "feed_forward", "head"))
+    assert 0 < breakdown["busy_ms"] <= breakdown["traced_ms"]
+    assert set(r["machine"]["cpu_flags"]) <= set(benchmark.MATMUL_FLAGS)
 
     if os.path.exists(sst2):
         assert r["data"]["source"].startswith("SST-2") and r["data"]["examples"] == 256
@@ -89,7 +102,8 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
     assert f"{ratios['train_real_lengths']:.2f}x" in table and f"{ratios['serve_p50_batch1']:.2f}x" in table
     assert f"{ratios['deberta_serve_p50_batch1_padded']:.2f}x (p50)" in table
     # header, training, serving, DeBERTa training and serving, FLOP utilisation rows
-    assert table.count("\n| ") == 1 + 3 + 2 * 4 + 2 + 2 + 3
+    # (+ the mixed_bfloat16 training row and speed-up, the two bfloat16 serving rows, the breakdown table)
+    assert table.count("\n| ") == 1 + 3 + 2 * 4 + 2 + 2 + 3 + 2 + 2 + 14
     assert r["machine"]["cores"] >= 1 and r["machine"]["tensorflow"]
 
 
