@@ -12,7 +12,8 @@ from kzoo.text import BertPacker
 
 
 def export_classifier(model, tokenizer, label_names, export_root, seq_length=128, version=None, pair=False,
-                      warmup_texts=None, warmup_texts_b=None, model_name=None, compute_dtype=None):
+                      warmup_texts=None, warmup_texts_b=None, model_name=None, compute_dtype=None,
+                      xla_lengths=None):
     """Writes `export_root/<version>/`, a SavedModel TF Serving loads as-is.
 
     Signatures:
@@ -60,6 +61,14 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
             projections multiply in bfloat16, everything else in float32, outputs unchanged in
             dtype (`kzoo.export.precision.serving_copy`; the SavedModel stores those kernels in
             bfloat16). For CPUs with AVX512-BF16 / AMX, TPUs and recent GPUs.
+        xla_lengths: None, or increasing sequence lengths (e.g. (16, 32, 64, 128)): the model
+            then runs as one XLA-compiled function (`jit_compile`), each batch padded to the
+            shortest of these lengths that holds it (the last must be at least `seq_length`) and
+            to a power-of-two batch size, so the compiled programs stay a fixed, small set
+            (lengths x log2 batch sizes) whatever the traffic. Outputs equal the plain export's
+            within float rounding. TF Serving runs it only with
+            `--xla_cpu_compilation_enabled=true` (an experimental flag); `tf.saved_model.load`
+            runs it as is.
 
     Returns:
         The path of the version folder written.
@@ -69,13 +78,15 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
         raise ValueError(f"{len(label_names)} label names for a model with {model.output_shape[-1]} outputs")
     warmup = _warmup_requests(warmup_texts, warmup_texts_b, pair)
     model = serving_copy(model, compute_dtype)
+    run_model = _xla_runner(model, xla_lengths, seq_length) if xla_lengths else (
+        lambda inputs: model(inputs, training=False))
     if model_name is None:
         model_name = os.path.basename(os.path.normpath(os.fspath(export_root)))
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)
     labels = tf.constant(label_names)
 
     def predict(inputs):
-        logits = model(inputs, training=False)
+        logits = run_model(inputs)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         label_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"probabilities": probabilities, "label_ids": label_ids, "labels": tf.gather(labels, label_ids)}
@@ -115,6 +126,30 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
             write_warmup_requests(path, model_name, warmup, signature_name="serving_default")
 
     return write_version(export_root, write, version)
+
+
+def _xla_runner(model, lengths, seq_length):
+    """`model(features)` through one jit-compiled function on inputs padded to a length of
+    `lengths` and a power-of-two batch (see `export_classifier(xla_lengths=)`)."""
+    lengths = [int(n) for n in lengths]
+    if not lengths or lengths != sorted(set(lengths)) or lengths[0] < 2:
+        raise ValueError(f"xla_lengths must be increasing lengths >= 2, got {lengths}")
+    if lengths[-1] < seq_length:
+        raise ValueError(f"the last of xla_lengths ({lengths[-1]}) must be at least seq_length ({seq_length})")
+    buckets = tf.constant(lengths, tf.int32)
+    powers = tf.constant([2 ** k for k in range(31)], tf.int32)
+    compiled = tf.function(lambda features: model(features, training=False), jit_compile=True, autograph=False)
+
+    def run(features):
+        shape = tf.shape(features["input_word_ids"])
+        batch, width = shape[0], shape[1]
+        bucket = tf.gather(buckets, tf.reduce_sum(tf.cast(buckets < width, tf.int32)))
+        padded_batch = tf.gather(powers, tf.reduce_sum(tf.cast(powers < batch, tf.int32)))
+        padded = {name: tf.pad(f, [[0, padded_batch - batch], [0, bucket - width]])
+                  for name, f in features.items()}
+        return compiled(padded)[:batch]
+
+    return run
 
 
 def pad_empty_batch(features):

@@ -392,9 +392,9 @@ def load_classifier_dirs(model_dirs, weights=None):
 
 
 def export_classifier_dirs(model_dirs, export_dir, weights=None, max_seq_length=128, pair=False,
-                          serving_dtype=None):
+                          serving_dtype=None, xla_lengths=None):
     """Exports one `run_classifier` model_dir as a raw-text SavedModel, or the probability-averaging ensemble of
     several (`load_classifier_dirs`); returns the version path under `export_dir`."""
     model, tokenizer, labels = load_classifier_dirs(model_dirs, weights)
     return export.export_classifier(model, tokenizer, labels, export_dir, max_seq_length, pair=pair,
-                                    compute_dtype=serving_dtype)
+                                    compute_dtype=serving_dtype, xla_lengths=xla_lengths)

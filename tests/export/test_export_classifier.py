@@ -97,3 +97,25 @@ def test_pair_signature_takes_text_and_text_b(tmp_path, tokenizer, model):
     assert packed["input_type_ids"].numpy().max() == 1  # the second segment really is there
     want = tf.nn.softmax(model(packed, training=False)).numpy()
     np.testing.assert_allclose(out["probabilities"].numpy(), want, atol=1e-5)
+
+
+def test_xla_lengths_export_gives_the_plain_outputs(tmp_path, tokenizer, model):
+    labels = ["alarm", "music", "weather"]
+    plain = tf.saved_model.load(export_classifier(model, tokenizer, labels, tmp_path / "plain", seq_length=32))
+    path = export_classifier(model, tokenizer, labels, tmp_path / "xla", seq_length=32, xla_lengths=(8, 32))
+    xla = tf.saved_model.load(path)
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((tmp_path / "xla" / "1" / "saved_model.pb").read_bytes())
+    compiled = [f for f in saved.meta_graphs[0].graph_def.library.function if f.attr["_XlaMustCompile"].b]
+    assert len(compiled) == 1  # the model runs as one XLA program
+    for batch in (SENTENCES, SENTENCES[:1], SENTENCES[1:] + ["word " * 40], []):  # lengths 8 and 32, batches 1-5, 0
+        want = plain.signatures["serving_default"](text=tf.constant(batch, tf.string))
+        got = xla.signatures["serving_default"](text=tf.constant(batch, tf.string))
+        assert got["probabilities"].shape == want["probabilities"].shape
+        np.testing.assert_allclose(got["probabilities"].numpy(), want["probabilities"].numpy(), atol=1e-5)
+        assert got["labels"].numpy().tolist() == want["labels"].numpy().tolist()
+    for bad, message in (((32, 8), "increasing"), ((8, 16), "at least seq_length")):
+        with pytest.raises(ValueError, match=message):
+            export_classifier(model, tokenizer, labels, tmp_path / "bad", seq_length=32, xla_lengths=bad)
