@@ -40,7 +40,9 @@ def _projections(model):
     return found
 
 
-@pytest.mark.parametrize("family", ["bert", "albert", "deberta_v2"])
+# (BERT's copy is checked through its export below; ALBERT adds the embedding projection, DeBERTa the
+# disentangled attention's relative projections)
+@pytest.mark.parametrize("family", ["albert", "deberta_v2"])
 def test_bfloat16_copy_rounds_only_the_projection_kernels(family):
     config = DEBERTA if family == "deberta_v2" else config_of(family)
     model = bert_classifier(bert_encoder(config), num_classes=3)

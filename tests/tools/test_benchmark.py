@@ -24,7 +24,7 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
     sst2 = os.path.join(SHARED, "data", "sst2", "train.tsv")  # named, so that KZOO_TEST_SHARED applies to the tool
     run = _run(tmp_path, "--quick", *TINY, "--batch_size=8", "--num_examples=256", "--window_steps=2",
-               "--num_windows=2", "--serving_requests=5", "--serving_batches=2", "--matmul_size=256",
+               "--num_windows=2", "--serving_requests=5", "--serving_batches=2", "--matmul_size=256", "--fixed_lengths=64",
                f"--data_file={sst2}", f"--output_json={out_json}", f"--output_markdown={out_md}")
     assert run.returncode == 0, run.stderr[-4000:]
     r = json.loads(out_json.read_text())
@@ -35,7 +35,7 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
 
     training, serving, ratios = r["training"], r["serving"], r["ratios"]
     # (the XLA rows of the full run add minutes of compilation; the quick preset leaves them out)
-    assert set(training) == {"real_lengths", "fixed_64", "fixed_128", "real_lengths_bf16"}
+    assert set(training) == {"real_lengths", "fixed_64", "real_lengths_bf16"}  # (one fixed length given)
     for setting, figures in training.items():
         name = setting.replace("real_lengths", "train_real_lengths").replace("fixed", "train_fixed")
         assert ratios[name] == pytest.approx(figures["kzoo"]["examples_per_second"]
@@ -60,7 +60,8 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
         for q in ("p50", "p90", "p99"):
             assert ratios[f"serve_{q}_batch{batch}"] == pytest.approx(
                 serving[f"batch_{batch}"]["kzoo"][f"{q}_ms"] / serving[f"batch_{batch}"]["keras_hub"][f"{q}_ms"])
-    assert {"train_real_lengths", "train_fixed_64", "train_fixed_128", "serve_p50_batch1", "mfu"} <= set(ratios)
+    assert {"train_real_lengths", "train_fixed_64", "serve_p50_batch1", "mfu"} <= set(ratios)
+    assert "train_fixed_128" not in ratios
     # kzoo's own figures: float32 and bfloat16 exports, mixed_bfloat16 training over float32.
     assert ratios["serve_p50_batch1_ms"] == serving["batch_1"]["kzoo"]["p50_ms"]
     assert ratios["serve_p50_batch1_bf16_ms"] == serving["batch_1"]["kzoo_bf16"]["p50_ms"] > 0
@@ -77,15 +78,15 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
 
     if os.path.exists(sst2):
         assert r["data"]["source"].startswith("SST-2") and r["data"]["examples"] == 256
-        assert r["data"]["packing_agreement_with_keras_hub"] == {"64": 1.0, "128": 1.0}
+        assert r["data"]["packing_agreement_with_keras_hub"] == {"64": 1.0}
     else:  # without ../shared: synthetic sentences with SST-2's lengths
         assert r["data"]["source"].startswith("synthetic") and r["data"]["examples"] == 256
 
     # The DeBERTa-v3 section: the same architecture in both systems, interleaved windows, three serving rows.
     deberta = r["deberta"]
     assert deberta["model"]["parameters"]["kzoo"] == deberta["model"]["parameters"]["keras_hub"] > 0
-    assert set(deberta["training"]) == {"fixed_64", "fixed_128"}
-    for length in (64, 128):
+    assert set(deberta["training"]) == {"fixed_64"}
+    for length in (64,):
         figures = deberta["training"][f"fixed_{length}"]
         assert ratios[f"deberta_train_fixed_{length}"] == pytest.approx(
             figures["kzoo"]["examples_per_second"] / figures["keras_hub"]["examples_per_second"])
@@ -103,7 +104,7 @@ def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
     assert f"{ratios['deberta_serve_p50_batch1_padded']:.2f}x (p50)" in table
     # header, training, serving, DeBERTa training and serving, FLOP utilisation rows
     # (+ the mixed_bfloat16 training row and speed-up, the two bfloat16 serving rows, the breakdown table)
-    assert table.count("\n| ") == 1 + 3 + 2 * 4 + 2 + 2 + 3 + 2 + 2 + 14
+    assert table.count("\n| ") == 1 + 2 + 2 * 4 + 1 + 2 + 2 + 2 + 2 + 14
     assert r["machine"]["cores"] >= 1 and r["machine"]["tensorflow"]
 
 
