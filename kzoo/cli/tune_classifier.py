@@ -57,8 +57,8 @@ def main(argv):
         return
     best = results["best"]
     objective = results["objective"]
-    print(f"{len(results['trials'])} trials in {results['search_seconds']:.0f} s; chosen: trial {best['trial_id']}, "
-          f"{objective} {best['metrics'][objective]:.4f}: {best['hyperparameters']}")
+    print(f"{len(results['trials'])} trials, {results['trial_seconds']:.0f} s of trials; chosen: trial "
+          f"{best['trial_id']}, {objective} {best['metrics'][objective]:.4f}: {best['hyperparameters']}")
     if "seeds" in results:
         s = results["seeds"]
         print(f"{len(s['seeds'])} seeds: {objective} {s['mean']:.4f} ± {s['std']:.4f}")

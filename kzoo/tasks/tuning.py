@@ -424,7 +424,8 @@ def _markdown(results):
                                             "num_train_epochs" not in results["search_space"] else [])
     lines = [f"# {results['tuner']} search on {results['task']} ({results['train_file']})", "",
              f"Objective: {objective} on the validation split ({results['num_eval']} examples, split seed "
-             f"{results['split_seed']}); {len(results['trials'])} trials, {results['search_seconds']:.0f} s.", "",
+             f"{results['split_seed']}); {len(results['trials'])} trials, {results['trial_seconds']:.0f} s of "
+             f"trials ({results['search_seconds']:.0f} s of search in the last run, which resumes earlier ones).", "",
              "| trial | status | " + " | ".join(names) + f" | {objective} | seconds |",
              "|---|---|" + "---:|" * (len(names) + 2)]
 
@@ -545,7 +546,8 @@ def tune_classifier(run):
     results = {"task": run.task, "train_file": run.train_file, "tuner": run.tuner, "objective": objective,
                "split_seed": run.split_seed, "validation_fraction": run.validation_fraction,
                "num_eval": kzoo_io.read_json(os.path.join(tuner.get_trial_dir(best.trial_id), TRIAL_RECORD))
-               ["num_eval"], "search_space": space, "search_seconds": search_seconds, "trials": trials,
+               ["num_eval"], "search_space": space, "search_seconds": search_seconds,
+               "trial_seconds": sum(row["seconds"] or 0.0 for row in trials), "trials": trials,
                "best": {"trial_id": best.trial_id, "hyperparameters": fields, "metrics": best_row["metrics"]}}
     _write_results(run, results)
 
