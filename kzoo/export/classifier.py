@@ -77,9 +77,10 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
     if len(label_names) != model.output_shape[-1]:
         raise ValueError(f"{len(label_names)} label names for a model with {model.output_shape[-1]} outputs")
     warmup = _warmup_requests(warmup_texts, warmup_texts_b, pair)
+    if xla_lengths is not None:
+        xla_lengths = _checked_xla_lengths(xla_lengths, seq_length)  # before the (bfloat16) copy is made
     model = serving_copy(model, compute_dtype)
-    run_model = _xla_runner(model, xla_lengths, seq_length) if xla_lengths else (
-        lambda inputs: model(inputs, training=False))
+    run_model = _xla_runner(model, xla_lengths) if xla_lengths else (lambda inputs: model(inputs, training=False))
     if model_name is None:
         model_name = os.path.basename(os.path.normpath(os.fspath(export_root)))
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)
@@ -128,14 +129,18 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
     return write_version(export_root, write, version)
 
 
-def _xla_runner(model, lengths, seq_length):
-    """`model(features)` through one jit-compiled function on inputs padded to a length of
-    `lengths` and a power-of-two batch (see `export_classifier(xla_lengths=)`)."""
+def _checked_xla_lengths(lengths, seq_length):
     lengths = [int(n) for n in lengths]
     if not lengths or lengths != sorted(set(lengths)) or lengths[0] < 2:
         raise ValueError(f"xla_lengths must be increasing lengths >= 2, got {lengths}")
     if lengths[-1] < seq_length:
         raise ValueError(f"the last of xla_lengths ({lengths[-1]}) must be at least seq_length ({seq_length})")
+    return lengths
+
+
+def _xla_runner(model, lengths):
+    """`model(features)` through one jit-compiled function on inputs padded to a length of
+    `lengths` and a power-of-two batch (see `export_classifier(xla_lengths=)`)."""
     buckets = tf.constant(lengths, tf.int32)
     powers = tf.constant([2 ** k for k in range(31)], tf.int32)
     compiled = tf.function(lambda features: model(features, training=False), jit_compile=True, autograph=False)

@@ -339,8 +339,8 @@ def export_hub_encoder(encoder, tokenizer, export_root, seq_length=None, pretrai
         compute_dtype: None (the model as it computes), "float32" or "bfloat16": the encoder's
             projections multiply in bfloat16, everything else in float32, outputs unchanged in
             dtype (`kzoo.export.precision.serving_copy`; the SavedModel stores those kernels in
-            bfloat16). Not with
-            `pretrainer` (the MLM head is for further training). For CPUs with AVX512-BF16 / AMX, TPUs and recent GPUs.
+            bfloat16). Not with `pretrainer` (the MLM head is for further training). For CPUs with
+            AVX512-BF16 / AMX, TPUs and recent GPUs.
 
     Returns:
         `HubExport(preprocess=<path>, encoder=<path>)`, the two version folders.
