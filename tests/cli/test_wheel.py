@@ -16,6 +16,8 @@ import sys
 import sysconfig
 import zipfile
 
+import pytest
+
 from tests.conftest import REPO
 
 SHARED = ("init_checkpoint", "bert_config_file", "vocab_file", "learning_rate", "num_train_epochs",
@@ -81,6 +83,7 @@ def _described_flags(help_text):
     return described
 
 
+@pytest.mark.slow
 def test_installed_wheel_has_every_command_explain_its_flags(tmp_path):
     wheel, venv, env = _install_wheel(tmp_path / "wheel")
     with zipfile.ZipFile(wheel) as archive:

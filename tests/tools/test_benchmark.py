@@ -20,6 +20,7 @@ def _run(tmp_path, *flags):
                           capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_quick_run_writes_consistent_figures(tmp_path, minilm_hf_folder):
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
     sst2 = os.path.join(SHARED, "data", "sst2", "train.tsv")  # named, so that KZOO_TEST_SHARED applies to the tool

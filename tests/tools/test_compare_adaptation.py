@@ -9,12 +9,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from kzoo.data import EXAMPLE_INTENTS
 from tests.conftest import REPO, tiny_bert_parameters
 
 KEYS = {"technique", "trainable_params", "trainable_percent", "val_error", "wall_seconds", "stored_bytes"}
 
 
+@pytest.mark.slow
 def test_compare_techniques(tmp_path, tiny_bert_folder):
     out_json, out_md = tmp_path / "results.json", tmp_path / "results.md"
     run = subprocess.run(

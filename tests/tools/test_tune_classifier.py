@@ -152,6 +152,7 @@ def test_random_search_resumes_after_a_kill_and_never_chooses_on_the_eval_file(t
         assert metrics["val_accuracy"] == pytest.approx(trials[trial_id]["metrics"]["val_accuracy"])
 
 
+@pytest.mark.slow
 def test_hyperband_search(tmp_path, task):
     from kzoo.tasks.tuning import TuneRun, tune_classifier
 
