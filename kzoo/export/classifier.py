@@ -79,7 +79,8 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
     warmup = _warmup_requests(warmup_texts, warmup_texts_b, pair)
     if xla_lengths is not None:
         xla_lengths = _checked_xla_lengths(xla_lengths, seq_length)  # before the (bfloat16) copy is made
-    model = serving_copy(model, compute_dtype)
+    # Classes read real positions only: the encoder skips padding (not under XLA, whose shapes are static).
+    model = serving_copy(model, compute_dtype, real_tokens_only=not xla_lengths)
     run_model = _xla_runner(model, xla_lengths) if xla_lengths else (lambda inputs: model(inputs, training=False))
     if model_name is None:
         model_name = os.path.basename(os.path.normpath(os.fspath(export_root)))

@@ -92,7 +92,14 @@ def _clone(model):
     return clone
 
 
-def serving_copy(model, compute_dtype=None):
+def _real_token_blocks(model):
+    from kzoo.layers import TransformerEncoderBlock
+
+    return [layer for layer in _all_layers(model)
+            if isinstance(layer, TransformerEncoderBlock) and layer._plain_attention()]
+
+
+def serving_copy(model, compute_dtype=None, real_tokens_only=False):
     """The model an exporter traces for `compute_dtype`.
 
     Args:
@@ -101,17 +108,27 @@ def serving_copy(model, compute_dtype=None):
             "float32": `model` when every layer computes in float32, else a float32 copy;
             "bfloat16": a copy whose encoder projections multiply in bfloat16, everything
             else in float32 (see the module docstring).
+        real_tokens_only: for exports whose outputs read only real positions (classes, sentence
+            embeddings, per-word tags): a copy whose encoder blocks run their projections and
+            feed-forward layers on the real tokens alone
+            (`TransformerEncoderBlock._call_on_real_tokens`; blocks with Shaw or DeBERTa relative
+            attention, or LoRA on attention, run as they are). Outputs at real positions are
+            unchanged; at padding positions the encoder then gives zeros.
 
     Returns:
         `model` or a new model with the same weights (bfloat16 kernels rounded to nearest even).
     """
     check_serving_dtype(compute_dtype)
-    if compute_dtype is None:
-        return model
-    layers = _all_layers(model)
-    if compute_dtype == "float32" and all(layer.compute_dtype == "float32" for layer in layers):
+    real_tokens_only = bool(real_tokens_only and _real_token_blocks(model))
+    if compute_dtype == "float32" and all(layer.compute_dtype == "float32" for layer in _all_layers(model)):
+        compute_dtype = None  # already float32
+    if compute_dtype is None and not real_tokens_only:
         return model
     clone = _clone(model)
+    for block in _real_token_blocks(clone) if real_tokens_only else ():
+        block.real_tokens_only = True
+    if compute_dtype is None:
+        return clone
     converted = _matmul_layers(clone) if compute_dtype == "bfloat16" else []
     if compute_dtype == "bfloat16" and not converted:
         raise ValueError(f"{model.name!r} has no kzoo encoder projections to run in bfloat16")

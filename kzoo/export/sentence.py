@@ -68,7 +68,7 @@ def export_sentence_encoder(model, tokenizer, export_root, seq_length=None, vers
     """
     seq_length = sentence_seq_length(model, seq_length)
     warmup = _warmup_requests(warmup_texts, None, False)
-    model = serving_copy(model, compute_dtype)
+    model = serving_copy(model, compute_dtype, real_tokens_only=True)  # pooling reads real tokens only
     if model_name is None:
         model_name = os.path.basename(os.path.normpath(os.fspath(export_root)))
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)

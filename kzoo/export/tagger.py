@@ -66,7 +66,7 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
     if seq_length < 3:
         raise ValueError(f"seq_length must be >= 3 (room for the two special tokens and a word), got {seq_length}")
     fill_id = tag_names.index(fill_tag)
-    model = serving_copy(model, compute_dtype)
+    model = serving_copy(model, compute_dtype, real_tokens_only=True)  # tags are read at real positions
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)
     names_with_padding = tf.constant(tag_names + [""])  # index -1 -> ""
     num_tags = len(tag_names)

@@ -95,6 +95,33 @@ def test_serving_copy_dtypes():
                                atol=1e-6)
 
 
+def test_serving_copy_real_tokens_only():
+    """The flag goes on the copy's plain blocks only (never on the model passed in), with or without bfloat16;
+    a model without such blocks (DeBERTa) is returned as it is; outputs on a padded batch are the model's."""
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    model = bert_classifier(config, num_classes=2, pooling="mean")
+    ids = np.random.default_rng(3).integers(1, 64, size=(3, 7)).astype("int32")
+    mask = (np.arange(7)[None] < np.array([[7], [2], [4]])).astype("int32")
+    inputs = {"input_word_ids": tf.constant(ids * mask), "input_mask": tf.constant(mask),
+              "input_type_ids": tf.zeros_like(tf.constant(ids))}
+    want = model(inputs, training=False).numpy()
+
+    def flags(m):
+        return [layer.real_tokens_only for layer in m._flatten_layers(recursive=True)
+                if isinstance(layer, TransformerEncoderBlock)]
+
+    copy = serving_copy(model, None, real_tokens_only=True)
+    assert copy is not model and flags(copy) == [True, True] and flags(model) == [False, False]
+    np.testing.assert_allclose(copy(inputs, training=False).numpy(), want, atol=1e-6)
+    both = serving_copy(model, "bfloat16", real_tokens_only=True)
+    assert flags(both) == [True, True] and flags(model) == [False, False]
+    np.testing.assert_allclose(both(inputs, training=False).numpy(),
+                               serving_copy(model, "bfloat16")(inputs, training=False).numpy(), atol=1e-6)
+    deberta = bert_classifier(DEBERTA, num_classes=2)
+    assert serving_copy(deberta, None, real_tokens_only=True) is deberta
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     from tests.conftest import minilm_vocab_file

@@ -166,3 +166,57 @@ def test_a_block_rebuilt_with_trainable_false_freezes_the_sub_layers_it_builds()
     block.trainable = True  # a real change: Keras propagates it, the LoRA bases stay frozen
     frozen = {v.path.split("/", 1)[1] for v in block.weights if not v.trainable}
     assert frozen == {f"attention/{t}/{k}" for t in ("query", "value") for k in ("kernel", "bias")}
+
+
+def _padded_batch(width=16):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4, 6, width)).astype("float32")
+    lengths = np.array([6, 1, 3, 0])  # a full row, one token, three, and a row of padding only
+    mask = (np.arange(6)[None] < lengths[:, None]).astype("int32")
+    return x, mask
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"norm_first": True},
+    {"adapter_type": "houlsby", "adapter_size": 4},
+    {"adapter_type": "pfeiffer", "adapter_size": 4, "norm_first": True},
+    {"lora_rank": 2, "lora_targets": ("intermediate", "output")},
+], ids=["post_ln", "pre_ln", "houlsby", "pfeiffer_pre_ln", "lora_ffn"])
+def test_real_tokens_only_serves_what_call_gives_at_real_positions(options):
+    """The serving path (`real_tokens_only`, set on export copies) against the numpy reference and the plain
+    call, under a traced function with dynamic shapes: equal at real positions, zeros at padding (which only
+    this path gives: the check that it ran), a batch without padding through the plain call, an empty batch."""
+    import tensorflow as tf
+
+    block = TransformerEncoderBlock(num_heads=4, intermediate_size=32, **options)
+    x, mask = _padded_batch()
+    block(x, padding_mask=mask)  # builds
+    rng = np.random.default_rng(8)
+    for layer in block.lora_layers().values():  # LoRA's B starts at zero: give the update a value
+        layer.lora_b.assign(rng.normal(size=layer.lora_b.shape).astype("float32") * 0.1)
+    plain = np.asarray(block(x, padding_mask=mask))
+    block.real_tokens_only = True
+    serve = tf.function(lambda h, m: block(h, padding_mask=m, training=False),
+                        input_signature=[tf.TensorSpec([None, None, 16]), tf.TensorSpec([None, None], tf.int32)])
+    served = serve(x, mask).numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(served[real], plain[real], atol=1e-5)
+    np.testing.assert_allclose(served[real], numpy_block(block, x.astype("float64"), mask)[real], atol=1e-5)
+    assert not served[~real].any() and plain[~real].any()
+    np.testing.assert_allclose(serve(x[:1], mask[:1]).numpy(), plain[:1], atol=1e-6)  # no padding: call's path
+    assert serve(x[:0], mask[:0]).shape == (0, 6, 16)
+    assert not TransformerEncoderBlock(num_heads=2, intermediate_size=8).real_tokens_only  # off unless set
+
+
+def test_real_tokens_only_leaves_relative_attention_and_attention_lora_as_they_are():
+    import tensorflow as tf
+
+    x, mask = _padded_batch()
+    for options in ({"max_relative_position": 3}, {"lora_rank": 2, "lora_targets": ("query", "value")}):
+        block = TransformerEncoderBlock(num_heads=4, intermediate_size=32, **options)
+        plain = np.asarray(block(x, padding_mask=mask))
+        block.real_tokens_only = True
+        assert not block._plain_attention()
+        served = tf.function(lambda h, m: block(h, padding_mask=m, training=False))(x, mask).numpy()
+        np.testing.assert_allclose(served, plain, atol=1e-6)  # padding positions too: the plain call ran
