@@ -374,41 +374,42 @@ class TransformerEncoderBlock(keras.layers.Layer):
     def _call_on_real_tokens(self, x, padding_mask):
         """Inference that computes nothing for padding: what `call` gives at the real positions.
 
-        Every projection, the feed-forward pair, the adapters and LayerNorms run on the real tokens of the
-        batch gathered into one row ([1, tokens, width]); only the attention scores are computed in the
-        [batch, length] layout (queries, keys and values scattered there, zeros at padding, masked as in
-        `call`). Outputs at padding positions are zeros, not what `call` computes there (which no real
-        position reads: padding keys are masked). A batch of short sentences padded to its longest does
-        a fraction of the work (SST-2 lengths, batch 32: about half). A batch without padding (every
-        batch of one) runs `call`'s own path: gathering it would only add ops.
+        The projections, the feed-forward pair, the adapters and LayerNorms run on the real tokens of the
+        batch as one [tokens, width] matrix (2-D matmuls: no per-call einsum or tensordot reshapes); only
+        the attention scores are computed in the [batch, length] layout (queries, keys and values
+        scattered there, zeros at padding, masked as in `call`). Outputs at padding positions are zeros,
+        not what `call` computes there (which no real position reads: padding keys are masked). A batch of
+        short sentences padded to its longest does a fraction of the work (SST-2 lengths, batch 32:
+        about half). A batch without padding (every batch of one) runs `call`'s own path: on one
+        sentence the 2-D form measured no faster in float32 (weight reads bound those matmuls).
         """
         import tensorflow as tf  # kzoo runs on Keras' TensorFlow backend
 
         keys = tf.cast(padding_mask, tf.bool)
         return tf.cond(tf.reduce_all(keys), lambda: self._call(x, padding_mask, None, False),
-                       lambda: self._real_tokens(x, keys))
+                       lambda: self._serve_real_tokens(x, keys))
 
-    def _real_tokens(self, x, keys):
+    def _serve_real_tokens(self, x, keys):
         import tensorflow as tf
 
-        # int64 throughout: tf.where's indices and scatter_nd's shape must agree
-        positions = tf.where(keys)  # [tokens, 2]: (row, position) of each real token, row-major
+        positions = tf.where(keys)  # [tokens, 2]: (row, position) of each real token, int64
         layout = tf.shape(x, out_type=tf.int64)[:2]
-        tokens = tf.gather_nd(x, positions)[None]  # [1, tokens, width]
-        h = self.attention_layer_norm(tokens) if self.norm_first else tokens
+
+        def to_layout(t):  # [tokens, ...] -> [batch, length, ...], zeros at padding
+            return tf.scatter_nd(positions, t, tf.concat([layout, tf.shape(t, out_type=tf.int64)[1:]], 0))
+
+        width = x.shape[-1]
+        tokens = tf.gather_nd(x, positions)  # [tokens, width]
         attention = self.attention
-
-        def heads(dense):  # [1, tokens, heads, size] -> [batch, length, heads, size]
-            projected = dense(h)[0]
-            shape = tf.concat([layout, tf.shape(projected, out_type=tf.int64)[1:]], 0)
-            return tf.scatter_nd(positions, projected, shape)
-
-        query, key, value = heads(attention.query_dense), heads(attention.key_dense), heads(attention.value_dense)
+        h = self.attention_layer_norm(tokens) if self.norm_first else tokens
+        heads = [to_layout(_project_2d(dense, h, attention_heads=True))
+                 for dense in (attention.query_dense, attention.key_dense, attention.value_dense)]
         attention_mask = attention._compute_attention_mask(x, x, attention_mask=keys[:, None, :])
-        context, _ = attention._compute_attention(query, key, value, attention_mask, False)
-        attended = attention.output_dense(tf.gather_nd(context, positions)[None])
+        context, _ = attention._compute_attention(*heads, attention_mask, False)
+        context = tf.gather_nd(context, positions)  # [tokens, heads, size]
+        attended = _project_2d(attention.output_dense, tf.reshape(context, [-1, width]))
         tokens = self._feed_forward(self._attention_residual(tokens, attended, False), False)
-        return tf.scatter_nd(positions, tokens[0], tf.shape(x, out_type=tf.int64))
+        return to_layout(tokens)
 
     def _lora_attention(self, x, attention_mask, training, relative_embeddings=None):
         """`self.attention(x, x)` with LoRA updates added to its projections.
@@ -473,3 +474,23 @@ class TransformerEncoderBlock(keras.layers.Layer):
             disentangled_attention=self.disentangled_attention,
         )
         return config
+
+
+def _project_2d(dense, x, attention_heads=False):
+    """An attention `EinsumDense` (query/key/value: [width] -> [heads, size]; output: [heads * size] ->
+    [width], given 2-D) on a [tokens, width] matrix as one 2-D matmul, with the layer's own arithmetic:
+    float32, or a bfloat16 serving copy's (`kzoo.export.precision`: bfloat16 kernel and product, float32
+    bias). Other precisions (a mixed policy) call the layer itself."""
+    import tensorflow as tf
+
+    kernel = dense.kernel
+    out_shape = kernel.shape[1:] if attention_heads else kernel.shape[-1:]
+    if kernel.dtype == "bfloat16" or dense.compute_dtype == "float32":
+        product = tf.matmul(tf.cast(x, kernel.dtype), tf.reshape(kernel, [x.shape[-1], -1]))
+        y = tf.cast(product, "float32")
+        if dense.bias is not None:
+            y = tf.nn.bias_add(y, tf.reshape(tf.cast(dense.bias, "float32"), [-1]))
+        return tf.reshape(y, [-1, *out_shape]) if attention_heads else y
+    if attention_heads:
+        return dense(x[None])[0]
+    return tf.reshape(dense(tf.reshape(x, [1, -1, *kernel.shape[:-1]]))[0], [-1, out_shape[0]])
