@@ -220,3 +220,19 @@ def test_real_tokens_only_leaves_relative_attention_and_attention_lora_as_they_a
         assert not block._plain_attention()
         served = tf.function(lambda h, m: block(h, padding_mask=m, training=False))(x, mask).numpy()
         np.testing.assert_allclose(served, plain, atol=1e-6)  # padding positions too: the plain call ran
+
+
+def test_real_tokens_only_under_a_mixed_policy_calls_the_projection_layers():
+    """A model trained under mixed_bfloat16 and exported as it computes: the projections go through the layers
+    themselves (bfloat16 compute, float32 kernels), so the served block gives what `call` gives."""
+    import keras
+    import tensorflow as tf
+
+    block = TransformerEncoderBlock(num_heads=4, intermediate_size=32, dtype="mixed_bfloat16")
+    x, mask = _padded_batch()
+    plain = np.asarray(keras.ops.cast(block(x, padding_mask=mask), "float32"))
+    block.real_tokens_only = True
+    served = tf.cast(tf.function(lambda h, m: block(h, padding_mask=m, training=False))(x, mask), tf.float32).numpy()
+    real = mask.astype(bool)
+    np.testing.assert_allclose(served[real], plain[real], atol=0.02)
+    assert not served[~real].any()
