@@ -95,6 +95,7 @@ def _classifier_model_dir(path):
     return path
 
 
+@pytest.mark.slow
 def test_export_command_is_quiet_unless_verbosity_is_given(tmp_path):
     """The same export twice: tools/export_classifier.py as it starts by default, then `python -m` with
     --verbosity=1, which shows TensorFlow's C++ start-up lines and its Python INFO records again."""

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_lists_a_family_and_what_is_cached(tmp_path):
     cache = tmp_path / "cache"
     (cache / "electra_base").mkdir(parents=True)

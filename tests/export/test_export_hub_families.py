@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from kzoo.checkpoints import load_pretrained
@@ -106,6 +107,7 @@ def _export_and_serve(tmp_path_factory):
     return {family: (*exports[family], result[family]) for family in FAMILIES}
 
 
+@pytest.mark.slow
 def test_export_hub_encoder_families(tmp_path_factory):
     """One test (one export per family, one serving process), so that pytest-xdist never runs the
     exports twice; the checks below name the family that fails."""

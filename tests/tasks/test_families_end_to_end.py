@@ -1,8 +1,9 @@
 """`run_classifier` from a tiny random model of every family, exported, and served raw text in a
 process that imports only tensorflow and tensorflow_text.
 
-For each family (`tests/family_models.py`: transformers-built Hugging Face folders with the family's
-real tokenizer files): fine-tune one epoch on the shipped intents, export through `export_dir`, and (SentencePiece
+For each family with its own tokenizer (`tests/family_models.py`: transformers-built Hugging Face folders
+with the family's real tokenizer files; ELECTRA and DistilBERT tokenize as BERT, their encoders' parity is
+`tests/checkpoints/test_families.py`'s and the export does not depend on the family): fine-tune one epoch on the shipped intents, export through `export_dir`, and (SentencePiece
 and BPE families) re-export from the model_dir alone (`export_classifier_dirs`, which reads the saved
 tokenizer record).
 In a fresh process both SavedModels must give, for raw texts (hard ones included), the probabilities
@@ -22,13 +23,14 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.family_models import FAMILIES, tiny_family_folders
+from tests.family_models import tiny_family_folders
 from tests.text.test_family_packing import family_assets, layout
 
 HARD = ["Hello, world! 1,000,000 dollars.", "Café ``naïve'' 東京 😀", "", "a  b\t\tc \u00a0d",
         "it's 'sup ΟΔΟΣ", "नमस्ते दुनिया"]
 LENGTH = 32
 RECORDED = ("albert", "xlm_roberta", "roberta", "deberta_v2")  # re-exported from the model_dir's tokenizer record
+END_TO_END = RECORDED  # SentencePiece (ALBERT, XLM-R, DeBERTa-v3) and byte-level BPE (RoBERTa)
 
 FRESH_PROCESS = textwrap.dedent("""
     import json, sys
@@ -63,7 +65,7 @@ def runs(tmp_path_factory):
     folders = tiny_family_folders(tmp_path_factory)
     out = tmp_path_factory.mktemp("family_runs")
     results = {}
-    for family in FAMILIES:
+    for family in END_TO_END:
         run = ClassifierRun(init_checkpoint=str(folders[family]), model_dir=str(out / family / "run"),
                             export_dir=str(out / family / "export"), num_train_epochs=1, max_seq_length=LENGTH,
                             train_batch_size=16, learning_rate=1e-3, verbose=0)

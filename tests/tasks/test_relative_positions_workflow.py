@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from kzoo.configs import BertConfig
 from kzoo.data import EXAMPLE_INTENTS, read_task
@@ -28,6 +29,7 @@ SERVE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_pretrain_fine_tune_export_serve(tmp_path):
     import tensorflow as tf
 

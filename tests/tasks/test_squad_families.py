@@ -15,6 +15,8 @@ import tensorflow as tf
 from tests.conftest import shared_path
 from tests.family_models import tiny_family_folders
 
+pytestmark = pytest.mark.slow  # three run_squad runs: -m slow
+
 FAMILIES = ("albert", "roberta", "deberta_v2")  # two SentencePiece families and byte-level BPE
 FRESH = (
     "import json, sys, tensorflow as tf, tensorflow_text\n"

@@ -171,6 +171,7 @@ def test_hyperband_search(tmp_path, task):
     assert results["seeds"]["seeds"] == [1]
 
 
+@pytest.mark.slow
 def test_bayesian_chief_and_two_workers_share_one_oracle_and_a_killed_worker_runs_its_trial_again(tmp_path, task):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
