@@ -484,13 +484,11 @@ def _project_2d(dense, x, attention_heads=False):
     import tensorflow as tf
 
     kernel = dense.kernel
-    out_shape = kernel.shape[1:] if attention_heads else kernel.shape[-1:]
     if kernel.dtype == "bfloat16" or dense.compute_dtype == "float32":
         product = tf.matmul(tf.cast(x, kernel.dtype), tf.reshape(kernel, [x.shape[-1], -1]))
         y = tf.cast(product, "float32")
         if dense.bias is not None:
             y = tf.nn.bias_add(y, tf.reshape(tf.cast(dense.bias, "float32"), [-1]))
-        return tf.reshape(y, [-1, *out_shape]) if attention_heads else y
-    if attention_heads:
-        return dense(x[None])[0]
-    return tf.reshape(dense(tf.reshape(x, [1, -1, *kernel.shape[:-1]]))[0], [-1, out_shape[0]])
+        return tf.reshape(y, [-1, *kernel.shape[1:]]) if attention_heads else y
+    # the layer takes [1, tokens, width] (query/key/value) or [1, tokens, heads, size] (output)
+    return dense(x[None] if attention_heads else tf.reshape(x, [1, -1, *kernel.shape[:-1]]))[0]
