@@ -4,7 +4,7 @@ import os
 
 import tensorflow as tf
 
-from kzoo.export.archive import export_archive
+from kzoo.export.archive import export_archive, traced_once
 from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import MAX_WARMUP_RECORDS, write_warmup_requests
@@ -81,7 +81,7 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
         xla_lengths = _checked_xla_lengths(xla_lengths, seq_length)  # before the (bfloat16) copy is made
     # Classes read real positions only: the encoder skips padding (not under XLA, whose shapes are static).
     model = serving_copy(model, compute_dtype, real_tokens_only=not xla_lengths)
-    run_model = _xla_runner(model, xla_lengths) if xla_lengths else (lambda inputs: model(inputs, training=False))
+    run_model = _xla_runner(model, xla_lengths) if xla_lengths else traced_once(model)
     if model_name is None:
         model_name = os.path.basename(os.path.normpath(os.fspath(export_root)))
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)

@@ -5,7 +5,7 @@ import os
 import tensorflow as tf
 
 from kzoo.export.classifier import _warmup_requests, checked_packed, pad_empty_batch
-from kzoo.export.archive import export_archive
+from kzoo.export.archive import export_archive, traced_once
 from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import write_warmup_requests
@@ -69,12 +69,13 @@ def export_sentence_encoder(model, tokenizer, export_root, seq_length=None, vers
     seq_length = sentence_seq_length(model, seq_length)
     warmup = _warmup_requests(warmup_texts, None, False)
     model = serving_copy(model, compute_dtype, real_tokens_only=True)  # pooling reads real tokens only
+    run_model = traced_once(model)  # one trace for every endpoint and tracing pass
     if model_name is None:
         model_name = os.path.basename(os.path.normpath(os.fspath(export_root)))
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)
 
     def embed(features):
-        return {"embeddings": tf.cast(model(pad_empty_batch(features), training=False), tf.float32)}
+        return {"embeddings": tf.cast(run_model(pad_empty_batch(features)), tf.float32)}
 
     def serve_text(text):
         return embed(packer(tokenizer(text)))

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from kzoo.data.conll import split_words, tokenize_words
-from kzoo.export.archive import export_archive
+from kzoo.export.archive import export_archive, traced_once
 from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.text import BertPacker
@@ -67,6 +67,7 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
         raise ValueError(f"seq_length must be >= 3 (room for the two special tokens and a word), got {seq_length}")
     fill_id = tag_names.index(fill_tag)
     model = serving_copy(model, compute_dtype, real_tokens_only=True)  # tags are read at real positions
+    run_model = traced_once(model)  # one trace for every endpoint and tracing pass
     packer = BertPacker.from_tokenizer(tokenizer, seq_length, dynamic_length=True)
     names_with_padding = tf.constant(tag_names + [""])  # index -1 -> ""
     num_tags = len(tag_names)
@@ -87,7 +88,7 @@ def export_tagger(model, tokenizer, tag_names, export_root, seq_length=128, vers
         starts = ends - lengths - tf.gather(sentence_starts, words.value_rowids())
         kept = starts + lengths <= budget  # whole words within the budget (a prefix of each sentence)
         kept_pieces = tf.ragged.boolean_mask(words.with_flat_values(pieces), words.with_flat_values(kept))
-        logits = model(packer(kept_pieces.merge_dims(1, 2)), training=False)
+        logits = run_model(packer(kept_pieces.merge_dims(1, 2)))
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # [batch, L, num_tags]
         positions = words.with_flat_values(tf.where(kept, starts + 1, 0))
         word_probabilities = tf.gather(probabilities, positions.to_tensor(0), batch_dims=1)
