@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from kzoo.checkpoints import load_pretrained
 from kzoo.data import classification_dataset
@@ -27,6 +28,7 @@ def trec_slice(count):
     return texts, np.array([names.index(label) for label in labels], np.int32), names
 
 
+@pytest.mark.slow
 def test_loss_falls_on_trec_from_minilm(minilm_hf_folder):
     keras.utils.set_random_seed(0)
     texts, labels, names = trec_slice(16)  # 96 questions, 6 classes

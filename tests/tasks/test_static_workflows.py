@@ -44,6 +44,7 @@ def test_classifier_static_shapes_compiles_with_xla(tmp_path, tiny_checkpoint):
     assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_tagger_and_span_labeler_static_shapes(tmp_path, tiny_checkpoint):
     conll = tmp_path / "train.conll"
     _write_conll(conll, _sentences())

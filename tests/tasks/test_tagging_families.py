@@ -26,6 +26,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from kzoo.configs import BertConfig
@@ -223,6 +224,7 @@ def _in_process(model, tokenizer, word_rows, tag_names):
     return ids, probabilities, data
 
 
+@pytest.mark.slow
 def test_run_tagger_families_serve_in_a_fresh_process(tmp_path_factory):
     """One test (pytest-xdist never trains twice); the checks name the family that fails."""
     runs = _run_and_serve(tmp_path_factory)

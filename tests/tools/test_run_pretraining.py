@@ -22,7 +22,7 @@ from kzoo.configs import BertConfig
 from kzoo.data import EXAMPLE_INTENTS, read_task
 from kzoo.data import pretraining as pretraining_data
 from kzoo.checkpoints import load_masked_lm
-from kzoo.models import bert_classifier, bert_encoder, fill_mask
+from kzoo.models import bert_classifier, fill_mask
 from kzoo.tasks.pretraining import PretrainingRun, run_pretraining
 from tests.conftest import REPO, minilm_vocab_file, shared_path
 
@@ -124,6 +124,7 @@ def test_fill_mask_refuses_a_checkpoint_without_mlm_head(minilm_official_folder)
         load_masked_lm(minilm_official_folder)
 
 
+@pytest.mark.slow
 def test_electra_on_official_tfrecords_under_xla(intents_corpus, tmp_path):
     """ELECTRA from TFRecords (official feature names, whole-word masking),
     static shapes and jit_compile; the discriminator is what gets saved."""

@@ -107,6 +107,7 @@ def _assert_backup_consistent(backup_dir):
 EPOCHS, STEPS, BACKUP_STEPS = 3, 6, 4
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_same_command_resumes_with_same_step_count(tmp_path):
     model_dir = str(tmp_path / "run")
     command = [HELPER, model_dir, f"--epochs={EPOCHS}", f"--steps_per_epoch={STEPS}",
