@@ -376,8 +376,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
         The projections, the feed-forward pair, the adapters and LayerNorms run on the real tokens of the
         batch as one [tokens, width] matrix (2-D matmuls: no per-call einsum or tensordot reshapes); only
-        the attention scores are computed in the [batch, length] layout (queries, keys and values
-        scattered there, zeros at padding, masked as in `call`). Outputs at padding positions are zeros,
+        the attention scores are computed in a [heads, batch, length] layout (queries, keys and values
+        gathered there, zeros at padding, masked as in `call`). Outputs at padding positions are zeros,
         not what `call` computes there (which no real position reads: padding keys are masked). A batch of
         short sentences padded to its longest does a fraction of the work (SST-2, batch 32: a third of
         the rows are real). A batch without padding (every batch of one) runs `call`'s own path: on one
@@ -392,24 +392,49 @@ class TransformerEncoderBlock(keras.layers.Layer):
     def _serve_real_tokens(self, x, keys):
         import tensorflow as tf
 
-        positions = tf.where(keys)  # [tokens, 2]: (row, position) of each real token, int64
-        layout = tf.shape(x, out_type=tf.int64)[:2]
+        shape = tf.shape(keys)
+        real = tf.reshape(keys, [-1])
+        positions = tf.where(real)[:, 0]  # [tokens]: each real token's place in the flattened batch
+        count = tf.shape(positions)[0]
+        # [batch, length]: each position's row in [tokens + 1, ...] matrices, whose last row is zeros
+        slots = tf.reshape(tf.where(real, tf.cumsum(tf.cast(real, tf.int32)) - 1, count), shape)
 
-        def to_layout(t):  # [tokens, ...] -> [batch, length, ...], zeros at padding
-            return tf.scatter_nd(positions, t, tf.concat([layout, tf.shape(t, out_type=tf.int64)[1:]], 0))
+        def with_zero_row(t):
+            return tf.concat([t, tf.zeros_like(t[:1])], 0)
 
         width = x.shape[-1]
-        tokens = tf.gather_nd(x, positions)  # [tokens, width]
+        tokens = tf.gather(tf.reshape(x, [-1, width]), positions)  # [tokens, width]
         attention = self.attention
         h = self.attention_layer_norm(tokens) if self.norm_first else tokens
-        heads = [to_layout(_project_2d(dense, h, attention_heads=True))
-                 for dense in (attention.query_dense, attention.key_dense, attention.value_dense)]
-        attention_mask = attention._compute_attention_mask(x, x, attention_mask=keys[:, None, :])
-        context, _ = attention._compute_attention(*heads, attention_mask, False)
-        context = tf.gather_nd(context, positions)  # [tokens, heads, size]
+        query, key, value = (_project_2d(dense, h, attention_heads=True)  # [tokens, heads, size] each
+                             for dense in (attention.query_dense, attention.key_dense, attention.value_dense))
+        if query.dtype == tf.float32:
+            context = self._real_token_attention(query, key, value, keys, positions, slots, with_zero_row)
+        else:  # a mixed policy's projections: Keras' attention, as `call` computes it, on the padded layout
+            heads = [tf.gather(with_zero_row(t), slots) for t in (query, key, value)]
+            attention_mask = attention._compute_attention_mask(x, x, attention_mask=keys[:, None, :])
+            context, _ = attention._compute_attention(*heads, attention_mask, False)
+            context = tf.gather(tf.reshape(context, [-1, *context.shape[2:]]), positions)
         attended = _project_2d(attention.output_dense, tf.reshape(context, [-1, width]))
         tokens = self._feed_forward(self._attention_residual(tokens, attended, False), False)
-        return to_layout(tokens)
+        return tf.gather(with_zero_row(tokens), slots)  # [batch, length, width], zeros at padding
+
+    def _real_token_attention(self, query, key, value, keys, positions, slots, with_zero_row):
+        """Scaled dot-product attention of real-token queries, keys and values ([tokens, heads, size],
+        float32) in a [heads, batch, length, size] layout gathered from them (zeros at padding), with
+        padding keys masked as Keras' softmax masks them; returns the context [tokens, heads, size]. The
+        head transposes run on the real tokens only, and gathers place them (no scatters)."""
+        import tensorflow as tf
+
+        scale = 1.0 / float(self.attention._key_dim) ** 0.5
+        query, key, value = (tf.gather(tf.transpose(with_zero_row(t), [1, 0, 2]), slots, axis=1)
+                             for t in (query * scale, key, value))  # [heads, batch, length, size]
+        scores = tf.matmul(query, key, transpose_b=True)  # [heads, batch, queries, keys]
+        scores += tf.where(keys, 0.0, -1e9)[None, :, None, :]  # Keras' Softmax: -1e9 at masked keys
+        context = tf.matmul(tf.nn.softmax(scores), value)  # [heads, batch, length, size]
+        heads, size = context.shape[0], context.shape[-1]
+        context = tf.gather(tf.reshape(context, [heads, -1, size]), positions, axis=1)  # [heads, tokens, size]
+        return tf.transpose(context, [1, 0, 2])
 
     def _lora_attention(self, x, attention_mask, training, relative_embeddings=None):
         """`self.attention(x, x)` with LoRA updates added to its projections.
