@@ -396,7 +396,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         real = tf.reshape(keys, [-1])
         positions = tf.where(real)[:, 0]  # [tokens]: each real token's place in the flattened batch
         count = tf.shape(positions)[0]
-        # [batch, length]: each position's row in [tokens + 1, ...] matrices, whose last row is zeros
+        # [batch, length]: each position's row in [tokens + 1, ...] matrices (padding: the last row)
         slots = tf.reshape(tf.where(real, tf.cumsum(tf.cast(real, tf.int32)) - 1, count), shape)
 
         def with_zero_row(t):
@@ -406,12 +406,15 @@ class TransformerEncoderBlock(keras.layers.Layer):
         tokens = tf.gather(tf.reshape(x, [-1, width]), positions)  # [tokens, width]
         attention = self.attention
         h = self.attention_layer_norm(tokens) if self.norm_first else tokens
-        query, key, value = (_project_2d(dense, h, attention_heads=True)  # [tokens, heads, size] each
+        # [tokens + 1, heads, size] each: the extra row (a zero input, projected to its bias) is what padding
+        # slots read: keys masked, values weighted 0, queries never read back
+        h = with_zero_row(h)
+        query, key, value = (_project_2d(dense, h, attention_heads=True)
                              for dense in (attention.query_dense, attention.key_dense, attention.value_dense))
         if query.dtype == tf.float32:
-            context = self._real_token_attention(query, key, value, keys, positions, slots, with_zero_row)
+            context = self._real_token_attention(query, key, value, keys, positions, slots)
         else:  # a mixed policy's projections: Keras' attention, as `call` computes it, on the padded layout
-            heads = [tf.gather(with_zero_row(t), slots) for t in (query, key, value)]
+            heads = [tf.gather(t, slots) for t in (query, key, value)]
             attention_mask = attention._compute_attention_mask(x, x, attention_mask=keys[:, None, :])
             context, _ = attention._compute_attention(*heads, attention_mask, False)
             context = tf.gather(tf.reshape(context, [-1, *context.shape[2:]]), positions)
@@ -419,15 +422,15 @@ class TransformerEncoderBlock(keras.layers.Layer):
         tokens = self._feed_forward(self._attention_residual(tokens, attended, False), False)
         return tf.gather(with_zero_row(tokens), slots)  # [batch, length, width], zeros at padding
 
-    def _real_token_attention(self, query, key, value, keys, positions, slots, with_zero_row):
-        """Scaled dot-product attention of real-token queries, keys and values ([tokens, heads, size],
-        float32) in a [heads, batch, length, size] layout gathered from them (zeros at padding), with
-        padding keys masked as Keras' softmax masks them; returns the context [tokens, heads, size]. The
-        head transposes run on the real tokens only, and gathers place them (no scatters)."""
+    def _real_token_attention(self, query, key, value, keys, positions, slots):
+        """Scaled dot-product attention of real-token queries, keys and values ([tokens + 1, heads, size],
+        float32; padding slots read the last row) in a [heads, batch, length, size] layout gathered from
+        them, with padding keys masked as Keras' softmax masks them; returns the context [tokens, heads,
+        size]. The head transposes run on the real tokens only, and gathers place them (no scatters)."""
         import tensorflow as tf
 
         scale = 1.0 / float(self.attention._key_dim) ** 0.5
-        query, key, value = (tf.gather(tf.transpose(with_zero_row(t), [1, 0, 2]), slots, axis=1)
+        query, key, value = (tf.gather(tf.transpose(t, [1, 0, 2]), slots, axis=1)
                              for t in (query * scale, key, value))  # [heads, batch, length, size]
         scores = tf.matmul(query, key, transpose_b=True)  # [heads, batch, queries, keys]
         scores += tf.where(keys, 0.0, -1e9)[None, :, None, :]  # Keras' Softmax: -1e9 at masked keys
