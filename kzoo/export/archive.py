@@ -39,7 +39,7 @@ def traced_once(model):
     """`model(features, training=False)` on packed int32 features of any batch and length, as one
     `tf.function` with a fixed signature: the endpoints of an export all call it, so the model is
     traced once per export instead of once per endpoint and per tracing pass of the archive (four
-    times for a classifier's two signatures). The SavedModel graph is the same after grappler inlines
-    the call."""
+    times for a classifier's two signatures). Grappler inlines the call: served latency measured the
+    same (MiniLM, batch 1 and 32, interleaved)."""
     return tf.function(lambda features: model(features, training=False), input_signature=[PACKED_FEATURES],
                        autograph=False).get_concrete_function()

@@ -377,7 +377,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         The projections, the feed-forward pair, the adapters and LayerNorms run on the real tokens of the
         batch as one [tokens, width] matrix (2-D matmuls: no per-call einsum or tensordot reshapes); only
         the attention scores are computed in a [heads, batch, length] layout (queries, keys and values
-        gathered there, zeros at padding, masked as in `call`). Outputs at padding positions are zeros,
+        gathered there, padding keys masked as in `call`). Outputs at padding positions are zeros,
         not what `call` computes there (which no real position reads: padding keys are masked). A batch of
         short sentences padded to its longest does a fraction of the work (SST-2, batch 32: a third of
         the rows are real). A batch without padding (every batch of one) runs `call`'s own path: on one
