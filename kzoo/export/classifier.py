@@ -4,7 +4,7 @@ import os
 
 import tensorflow as tf
 
-from kzoo.export.archive import export_archive, traced_once
+from kzoo.export.archive import PACKED_FEATURES, export_archive, traced_once
 from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import MAX_WARMUP_RECORDS, write_warmup_requests
@@ -116,8 +116,7 @@ def export_classifier(model, tokenizer, label_names, export_root, seq_length=128
     def serve_packed(input_word_ids, input_mask, input_type_ids):
         return predict_packed(checked_packed(input_word_ids, input_mask, input_type_ids))
 
-    packed_signature = [tf.TensorSpec([None, None], tf.int32, name=n)
-                        for n in ("input_word_ids", "input_mask", "input_type_ids")]
+    packed_signature = list(PACKED_FEATURES.values())  # input_word_ids, input_mask, input_type_ids
 
     def write(path):
         archive = export_archive(model, *tokenizer.resources)  # each variable stored once

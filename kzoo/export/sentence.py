@@ -5,7 +5,7 @@ import os
 import tensorflow as tf
 
 from kzoo.export.classifier import _warmup_requests, checked_packed, pad_empty_batch
-from kzoo.export.archive import export_archive, traced_once
+from kzoo.export.archive import PACKED_FEATURES, export_archive, traced_once
 from kzoo.export.precision import serving_copy
 from kzoo.export.versions import write_version
 from kzoo.export.warmup import write_warmup_requests
@@ -87,8 +87,7 @@ def export_sentence_encoder(model, tokenizer, export_root, seq_length=None, vers
         archive = export_archive(model, *tokenizer.resources)  # each variable stored once
         archive.add_endpoint("serving_default", serve_text, input_signature=[tf.TensorSpec([None], tf.string,
                                                                                            name="text")])
-        archive.add_endpoint("serve_packed", serve_packed, input_signature=[
-            tf.TensorSpec([None, None], tf.int32, name=n) for n in ("input_word_ids", "input_mask", "input_type_ids")])
+        archive.add_endpoint("serve_packed", serve_packed, input_signature=list(PACKED_FEATURES.values()))
         archive.write_out(path, verbose=False)
         if warmup:
             write_warmup_requests(path, model_name, warmup, signature_name="serving_default")
