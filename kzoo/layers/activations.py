@@ -43,6 +43,19 @@ def gelu_exact(x):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
+def gelu_exact_inference(x):
+    """`gelu_exact` for graphs that never take its gradient (the copies exports trace,
+    `kzoo.export.precision.serving_copy`): TensorFlow's own erf GELU, which grappler fuses with
+    the matmul and bias before it into one oneDNN kernel; `gelu_exact`'s custom gradient hides
+    that pattern. The same values to float rounding."""
+    if keras.backend.backend() == "tensorflow" and not isinstance(x, keras.KerasTensor):
+        import tensorflow as tf
+
+        return tf.nn.gelu(x, approximate=False)
+    return keras.activations.gelu(x, approximate=False)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
 def gelu_approximate(x):
     """GELU with the tanh approximation."""
     return keras.activations.gelu(x, approximate=True)

@@ -8,6 +8,7 @@ import tensorflow as tf
 from kzoo.configs import BertConfig
 from kzoo.export import export_classifier, export_hub_encoder, export_sentence_encoder, serving_copy
 from kzoo.layers import BertPooler, TransformerEncoderBlock
+from kzoo.layers.activations import gelu_exact, gelu_exact_inference
 from kzoo.models import bert_classifier, bert_encoder, sentence_encoder
 from kzoo.text import BertPacker, BertTokenizer
 from kzoo.training import dtype_policy_scope
@@ -113,6 +114,12 @@ def test_serving_copy_real_tokens_only():
 
     copy = serving_copy(model, None, real_tokens_only=True)
     assert copy is not model and flags(copy) == [True, True] and flags(model) == [False, False]
+    # the copy's exact GELU leaves out the training gradient (which an export never takes); the model's keeps it
+    activations = {layer.intermediate_dense.activation for layer in copy._flatten_layers(recursive=True)
+                   if isinstance(layer, TransformerEncoderBlock)}
+    assert activations == {gelu_exact_inference}
+    assert all(layer.intermediate_dense.activation is gelu_exact for layer in model._flatten_layers(recursive=True)
+               if isinstance(layer, TransformerEncoderBlock))
     np.testing.assert_allclose(copy(inputs, training=False).numpy(), want, atol=1e-6)
     both = serving_copy(model, "bfloat16", real_tokens_only=True)
     assert flags(both) == [True, True] and flags(model) == [False, False]

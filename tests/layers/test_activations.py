@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from kzoo.layers import get_activation
+from kzoo.layers.activations import gelu_exact_inference
 
 
 def test_gelu_exact_and_approximate_match_their_formulas():
@@ -11,6 +12,7 @@ def test_gelu_exact_and_approximate_match_their_formulas():
     exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype("float64")])
     approx = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     np.testing.assert_allclose(get_activation("gelu")(x), exact, atol=1e-6)
+    np.testing.assert_allclose(gelu_exact_inference(x), exact, atol=1e-6)  # what serving copies compute
     np.testing.assert_allclose(get_activation("gelu_new")(x), approx, atol=1e-6)
     # The two forms really differ (by ~1e-3 around |x|~2): the choice matters.
     assert np.abs(np.asarray(get_activation("gelu")(x)) - approx).max() > 1e-4
