@@ -4,7 +4,9 @@
 request through a signature (`serving_default` by default) with full tracing on, and sorts every
 executed op by the name scope kzoo's layers give it:
 
-- `tokenizer_and_packing`: WordPiece / SentencePiece / BPE ops, packing, padding;
+- `tokenizer_and_packing`: WordPiece / SentencePiece / BPE ops, packing, padding, and where an
+  export's real-token path finds the real tokens and gathers them into and out of the block stack
+  (`real_token_layout`);
 - `embeddings`: lookups, sums and the embedding LayerNorm (and an embedding projection);
 - for each transformer block: `attention_projections` (query, key, value and output matmuls with
   their bias adds), `attention_scores` (the query-key product, mask, softmax, the weighted sum of
@@ -33,17 +35,22 @@ _BLOCK = re.compile(r"/transformer_(?:layer_(\d+)|group_(\d+)_inner_(\d+))(?:_\d
 _PROJECTION = re.compile(r"/attention(?:_\d+)?/(?:query|key|value|attention_output|output_dense|pos_proj|pos_q_proj)"
                          r"(?:_\d+)?/")
 _FEED_FORWARD = re.compile(r"/(?:intermediate|output)(?:_\d+)?/")
-_TOKENIZER = re.compile(r"(?:tokenizer|packer|wordpiece|sentencepiece|bpe|/Pad(?:_\d+)?$|/Pad(?:_\d+)?/)",
-                        re.IGNORECASE)
+_TOKENIZER = re.compile(r"(?:tokenizer|packer|wordpiece|sentencepiece|bpe|/Pad(?:_\d+)?$|/Pad(?:_\d+)?/|"
+                        r"(?:^|/)real_token_layout(?:_\d+)?/)", re.IGNORECASE)
 _HEAD = re.compile(r"/(?:pooler|sentence_pooling|classification_head|logits|head|dropout|span_head)[^/]*/|"
                    r"/(?:Softmax|ArgMax|GatherV2|Cast)(?:_\d+)?$")
 
 
-def categorize(node_name):
-    """(category, block index or None) of an executed node's name."""
+def categorize(node_name, op_type=""):
+    """(category, block index or None) of an executed node's name and op type."""
     block = _BLOCK.search(node_name)
     if block:
         index = int(block.group(1)) if block.group(1) is not None else int(block.group(3))
+        if "MatMul" in op_type and ("/attention_residual/" in node_name or "/ffn_residual/" in node_name):
+            # a projection whose residual sum grappler fused into its matmul: the node has the sum's name
+            return ("attention_projections" if "/attention_residual/" in node_name else "feed_forward"), index
+        if "/attention_residual/" in node_name or "/ffn_residual/" in node_name:
+            return "layer_norm_and_residual", index
         if "/attention" in node_name and "attention_layer_norm" not in node_name:
             return ("attention_projections" if _PROJECTION.search(node_name) else "attention_scores"), index
         if _FEED_FORWARD.search(node_name) and "layer_norm" not in node_name:
@@ -127,7 +134,8 @@ def serve_breakdown(path, texts, signature="serving_default", input_name="text",
             for device in metadata.step_stats.dev_stats:
                 for node in device.node_stats:
                     micros = node.op_end_rel_micros
-                    category, block = categorize(node.node_name)
+                    label = node.timeline_label  # "name = OpType(inputs)"
+                    category, block = categorize(node.node_name, label.split(" = ", 1)[-1].split("(", 1)[0])
                     totals[category] += micros
                     counts[category] += 1
                     if block is not None:

@@ -12,6 +12,8 @@ P = "StatefulPartitionedCall_1/StatefulPartitionedCall/"
     (P + "bert_tokenizer_1/RegexSplitWithOffsets", ("tokenizer_and_packing", None)),
     (P + "bert_packer_1/RoundRobinTrimmer/trim/sub", ("tokenizer_and_packing", None)),
     (P + "Pad_2", ("tokenizer_and_packing", None)),
+    (P + "real_token_layout/Where", ("tokenizer_and_packing", None)),
+    (P + "real_token_layout_1/GatherV2_1", ("tokenizer_and_packing", None)),
     (P + "bert_classifier_1/bert_encoder_1/embeddings_1/layer_norm_1/mul", ("embeddings", None)),
     (P + "bert_classifier_1/albert_encoder_1/embedding_projection_1/MatMul", ("embeddings", None)),
     (P + "bert_classifier_1/bert_encoder_1/transformer_layer_3_1/attention_1/query_1/einsum/Einsum",
@@ -21,6 +23,11 @@ P = "StatefulPartitionedCall_1/StatefulPartitionedCall/"
     (P + "bert_classifier_1/bert_encoder_1/transformer_layer_0_1/attention_1/softmax_1/Softmax",
      ("attention_scores", 0)),
     (P + "bert_classifier_1/bert_encoder_1/transformer_layer_1_1/attention_1/MatMul_1", ("attention_scores", 1)),
+    # the real-token path's ops: its own scopes under the block's
+    (P + "bert_classifier_1/bert_encoder_1/transformer_layer_2_1/attention/value/MatMul", ("attention_projections", 2)),
+    (P + "bert_classifier_1/bert_encoder_1/transformer_layer_2_1/attention/attention_output/BiasAdd",
+     ("attention_projections", 2)),
+    (P + "bert_classifier_1/bert_encoder_1/transformer_layer_2_1/attention/GatherV2_3", ("attention_scores", 2)),
     (P + "bert_classifier_1/bert_encoder_1/transformer_layer_1_1/intermediate_1/Tensordot/MatMul",
      ("feed_forward", 1)),
     (P + "bert_classifier_1/bert_encoder_1/transformer_layer_1_1/output_1/BiasAdd", ("feed_forward", 1)),
@@ -41,6 +48,21 @@ P = "StatefulPartitionedCall_1/StatefulPartitionedCall/"
 ])
 def test_ops_are_sorted_by_their_layer(name, want):
     assert categorize(name) == want
+
+
+@pytest.mark.parametrize("name, op_type, want", [
+    # grappler fuses a residual sum into the matmul before it; the fused node keeps the sum's name
+    (P + "bert_classifier_1/bert_encoder_1/transformer_layer_2_1/attention_residual/add", "_MklNativeFusedMatMul",
+     ("attention_projections", 2)),
+    (P + "bert_classifier_1/bert_encoder_1/transformer_layer_2_1/ffn_residual/add", "_MklNativeFusedMatMul",
+     ("feed_forward", 2)),
+    (P + "bert_classifier_1/bert_encoder_1/transformer_layer_2_1/attention_residual/add", "AddV2",
+     ("layer_norm_and_residual", 2)),
+    (P + "bert_classifier_1/bert_encoder_1/transformer_layer_2_1/ffn_residual/add", "AddV2",
+     ("layer_norm_and_residual", 2)),
+])
+def test_a_residual_sum_fused_into_a_matmul_counts_as_the_matmul(name, op_type, want):
+    assert categorize(name, op_type) == want
 
 
 def test_busy_time_is_the_union_of_op_intervals():
