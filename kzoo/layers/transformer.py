@@ -425,20 +425,30 @@ class TransformerEncoderBlock(keras.layers.Layer):
         """Scaled dot-product attention of real-token queries, keys and values ([tokens + 1, heads, size],
         float32; padding slots read the last row) in a [heads, rows, length, size] layout gathered from
         them for each of the layout's groups of rows, with padding keys masked as Keras' softmax masks
-        them; returns the context [tokens, heads, size]. Gathers place the tokens (no scatters)."""
+        them; returns the context [tokens, heads, size]. Gathers place the tokens (no scatters). A batch
+        without padding needs neither gathers nor a mask: its tokens are the [batch, length] layout."""
         import tensorflow as tf
 
         scale = 1.0 / float(self.attention._key_dim) ** 0.5
         # [heads, tokens + 1, size]: the head transposes run on the real tokens
         query, key, value = (tf.transpose(t, [1, 0, 2]) for t in (query * scale, key, value))
-        contexts = []
-        for slots, key_bias in layout.attention_groups:
-            q, k, v = (tf.gather(t, slots, axis=1) for t in (query, key, value))  # [heads, rows, length, size]
-            scores = tf.matmul(q, k, transpose_b=True) + key_bias  # [heads, rows, queries, keys]
-            context = tf.matmul(tf.nn.softmax(scores), v)  # [heads, rows, length, size]
-            contexts.append(tf.reshape(context, [context.shape[0], -1, context.shape[-1]]))
-        context = tf.gather(tf.concat(contexts, 1), layout.context_index, axis=1)  # [heads, tokens, size]
-        return tf.transpose(context, [1, 0, 2])
+
+        def attend(q, k, v, key_bias=None):  # [heads, rows, length, size] each
+            scores = tf.matmul(q, k, transpose_b=True)  # [heads, rows, queries, keys]
+            context = tf.matmul(tf.nn.softmax(scores if key_bias is None else scores + key_bias), v)
+            return tf.reshape(context, [context.shape[0], -1, context.shape[-1]])  # [heads, rows * length, size]
+
+        def grouped():
+            contexts = [attend(*(tf.gather(t, slots, axis=1) for t in (query, key, value)), key_bias)
+                        for slots, key_bias in layout.attention_groups]
+            return tf.gather(tf.concat(contexts, 1), layout.context_index, axis=1)  # [heads, tokens, size]
+
+        def unpadded():  # every position real (every batch of one): the tokens are the batch in order
+            rows, length = tf.unstack(tf.shape(layout.keys))
+            return attend(*(tf.reshape(t[:, :-1], [t.shape[0], rows, length, t.shape[-1]])
+                            for t in (query, key, value)))
+
+        return tf.transpose(tf.cond(layout.unpadded, unpadded, grouped), [1, 0, 2])
 
     def _lora_attention(self, x, attention_mask, training, relative_embeddings=None):
         """`self.attention(x, x)` with LoRA updates added to its projections.
@@ -516,10 +526,11 @@ class _RealTokenLayout:
 
     `positions` [tokens]: each real token's place in the flattened [batch * length] batch; `slots`
     [batch, length]: each position's row in a [tokens + 1, ...] matrix (padding: the last row, which
-    the blocks fill with zeros or biases); `keys` the mask as booleans; `attention_groups` and
-    `context_index` place the attention scores (`_attention_groups`). While a graph is traced, one layout per
-    padding mask serves every block of it (`of`), and it remembers the [tokens, width] rows of each
-    [batch, length, width] output it made (`padded`), which `tokens` then returns instead of a gather.
+    the blocks fill with zeros or biases); `keys` the mask as booleans, `unpadded` whether all of it
+    is real; `attention_groups` and `context_index` place the attention scores (`_attention_groups`).
+    While a graph is traced, one layout per padding mask serves every block of it (`of`), and it
+    remembers the [tokens, width] rows of each [batch, length, width] output it made (`padded`), which
+    `tokens` then returns instead of a gather.
     """
 
     # Rows sorted by length and cut into this many groups, each padded to its own longest for the
@@ -538,6 +549,7 @@ class _RealTokenLayout:
             count = tf.shape(self.positions)[0]
             self.slots = tf.reshape(tf.where(real, tf.cumsum(tf.cast(real, tf.int32)) - 1, count),
                                     tf.shape(self.keys))
+            self.unpadded = tf.reduce_all(self.keys)
             self._attention_groups()
         self._rows = {}  # ref of an output of `padded` -> the [tokens, width] rows it was gathered from
 

@@ -205,6 +205,10 @@ def test_real_tokens_only_serves_what_call_gives_at_real_positions(options):
     np.testing.assert_allclose(served[real], numpy_block(block, x.astype("float64"), mask)[real], atol=1e-5)
     assert not served[~real].any() and plain[~real].any()
     np.testing.assert_allclose(serve(x[:1], mask[:1]).numpy(), plain[:1], atol=1e-5)  # a batch without padding
+    unpadded = np.concatenate([x[:1], x[:1] * 0.5])
+    full = np.ones((2, 6), "int32")
+    np.testing.assert_allclose(serve(unpadded, full).numpy(), numpy_block(block, unpadded.astype("float64"), full),
+                               atol=1e-5)
     assert serve(x[:0], mask[:0]).shape == (0, 6, 16)
     assert not TransformerEncoderBlock(num_heads=2, intermediate_size=8).real_tokens_only  # off unless set
 
