@@ -64,18 +64,22 @@ class _Float32Output:
         return x if self.activation is None else self.activation(x)
 
 
-def _to_bfloat16_matmul(layer):
+def _replace_kernel(layer, value):
+    """`layer._kernel` becomes a new non-trainable variable holding `value` (its own shape and dtype)."""
     kernel = layer._kernel
-    value = keras.ops.cast(kernel.value, "bfloat16")
-    # Untracks the float32 variable as `del layer._kernel` does, without the `gc.collect()` Keras'
+    # Untracks the old variable as `del layer._kernel` does, without the `gc.collect()` Keras'
     # `Layer.__delattr__` runs after it (0.2-2 s each, with a test session's or a tool's heap).
     layer._untrack_variable(kernel)
     super(keras.layers.Layer, layer).__delattr__("_kernel")
     layer._tracker.unlock()
-    layer._kernel = layer.add_weight(name="kernel", shape=kernel.shape, dtype="bfloat16", initializer="zeros",
+    layer._kernel = layer.add_weight(name="kernel", shape=tuple(value.shape), dtype=value.dtype, initializer="zeros",
                                      trainable=False)
     layer._tracker.lock()
     layer._kernel.assign(value)
+
+
+def _to_bfloat16_matmul(layer):
+    _replace_kernel(layer, keras.ops.cast(layer._kernel.value, "bfloat16"))
     layer.dtype_policy = "bfloat16"  # inputs cast to bfloat16; the float32 bias is not autocast
     activation = layer.activation
     if activation is keras.activations.linear:
@@ -112,6 +116,22 @@ def _inference_activations(model):
             layer.intermediate_dense.activation = activations.gelu_exact_inference
 
 
+def _heads_first_projections(blocks):
+    """The real-token blocks' query, key and value kernels stored heads first: [width, heads, size] ->
+    [heads, width, size], so that one batched matmul gives the [heads, tokens, size] layout the
+    attention scores read, with no transpose of the projections (MiniLM, measured alone: 1.27 against
+    1.50 ms for a batch of 32 SST-2 sentences, 0.43 against 0.46 ms for one). Only the copy's
+    real-token path (`kzoo.layers.transformer._project_heads`) reads such a kernel: the layers keep
+    float32 or bfloat16 kernels under their names, in the copy alone; a mixed policy's projections
+    stay as they are."""
+    for block in blocks:
+        attention = block.attention
+        for dense in (attention.query_dense, attention.key_dense, attention.value_dense):
+            if dense.kernel.dtype == "bfloat16" or dense.compute_dtype == "float32":
+                _replace_kernel(dense, keras.ops.transpose(dense._kernel.value, [1, 0, 2]))
+                dense.heads_first = True
+
+
 def serving_copy(model, compute_dtype=None, real_tokens_only=False):
     """The model an exporter traces for `compute_dtype`.
 
@@ -130,7 +150,9 @@ def serving_copy(model, compute_dtype=None, real_tokens_only=False):
 
     Returns:
         `model` or a new model with the same weights (bfloat16 kernels rounded to nearest even) whose
-        exact GELUs leave out the hand-written gradient (`kzoo.layers.activations.gelu_exact_inference`).
+        exact GELUs leave out the hand-written gradient (`kzoo.layers.activations.gelu_exact_inference`)
+        and, with `real_tokens_only`, whose attention query, key and value kernels are stored heads
+        first (`_heads_first_projections`).
     """
     check_serving_dtype(compute_dtype)
     real_tokens_only = bool(real_tokens_only and _real_token_blocks(model))
@@ -140,9 +162,11 @@ def serving_copy(model, compute_dtype=None, real_tokens_only=False):
         return model
     clone = _clone(model)
     _inference_activations(clone)
-    for block in _real_token_blocks(clone) if real_tokens_only else ():
+    blocks = _real_token_blocks(clone) if real_tokens_only else []
+    for block in blocks:
         block.real_tokens_only = True
     if compute_dtype is None:
+        _heads_first_projections(blocks)
         return clone
     converted = _matmul_layers(clone) if compute_dtype == "bfloat16" else []
     if compute_dtype == "bfloat16" and not converted:
@@ -153,4 +177,5 @@ def serving_copy(model, compute_dtype=None, real_tokens_only=False):
             layer.dtype_policy = "float32"
     for layer in converted:
         _to_bfloat16_matmul(layer)
+    _heads_first_projections(blocks)
     return clone

@@ -405,15 +405,16 @@ class TransformerEncoderBlock(keras.layers.Layer):
         width = tokens.shape[-1]
         attention = self.attention
         h = self.attention_layer_norm(tokens) if self.norm_first else tokens
-        # [tokens + 1, heads, size] each: the extra row (a zero input, projected to its bias) is what padding
+        # [heads, tokens + 1, size] each: the extra row (a zero input, projected to its bias) is what padding
         # slots read: keys masked, values weighted 0, queries never read back
         h = _with_zero_row(h)
+        projections = (attention.query_dense, attention.key_dense, attention.value_dense)
         with tf.name_scope(attention.name):  # the scopes `call` gives these ops (`kzoo.tasks.serve_profile`)
-            query, key, value = (_project_2d(dense, h, attention_heads=True)
-                                 for dense in (attention.query_dense, attention.key_dense, attention.value_dense))
-            if query.dtype == tf.float32:
+            if _serving_arithmetic(attention.query_dense):
+                query, key, value = (_project_heads(dense, h) for dense in projections)
                 context = self._real_token_attention(query, key, value, layout)
             else:  # a mixed policy's projections: Keras' attention, as `call` computes it, on the padded layout
+                query, key, value = (_project_2d(dense, h, attention_heads=True) for dense in projections)
                 heads = [tf.gather(t, layout.slots) for t in (query, key, value)]
                 attention_mask = attention._compute_attention_mask(x, x, attention_mask=layout.keys[:, None, :])
                 context, _ = attention._compute_attention(*heads, attention_mask, False)
@@ -422,16 +423,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
         return self._feed_forward(self._attention_residual(tokens, attended, False), False)
 
     def _real_token_attention(self, query, key, value, layout):
-        """Scaled dot-product attention of real-token queries, keys and values ([tokens + 1, heads, size],
+        """Scaled dot-product attention of real-token queries, keys and values ([heads, tokens + 1, size],
         float32; padding slots read the last row) in a [heads, rows, length, size] layout gathered from
         them for each of the layout's groups of rows, with padding keys masked as Keras' softmax masks
         them; returns the context [tokens, heads, size]. Gathers place the tokens (no scatters). A batch
         without padding needs neither gathers nor a mask: its tokens are the [batch, length] layout."""
         import tensorflow as tf
 
-        scale = 1.0 / float(self.attention._key_dim) ** 0.5
-        # [heads, tokens + 1, size]: the head transposes run on the real tokens
-        query, key, value = (tf.transpose(t, [1, 0, 2]) for t in (query * scale, key, value))
+        query = query * (1.0 / float(self.attention._key_dim) ** 0.5)
 
         def attend(q, k, v, key_bias=None):  # [heads, rows, length, size] each
             scores = tf.matmul(q, k, transpose_b=True)  # [heads, rows, queries, keys]
@@ -622,6 +621,27 @@ class _RealTokenLayout:
         return x
 
 
+def _serving_arithmetic(dense):
+    """Whether `dense` computes as `_project_2d` and `_project_heads` do: float32, or a bfloat16 serving
+    copy's (bfloat16 kernel and product, float32 bias); not a mixed policy's."""
+    return dense.kernel.dtype == "bfloat16" or dense.compute_dtype == "float32"
+
+
+def _project_heads(dense, x):
+    """A query, key or value `EinsumDense` ([width] -> [heads, size]) on a [tokens, width] matrix, as
+    [heads, tokens, size] in float32 (`_serving_arithmetic` layers only). A serving copy stores the
+    kernel heads first (`dense.heads_first`: [heads, width, size], `kzoo.export.precision`), and one
+    batched matmul gives that layout; otherwise a 2-D matmul and a transpose."""
+    import tensorflow as tf
+
+    if not getattr(dense, "heads_first", False):
+        return tf.transpose(_project_2d(dense, x, attention_heads=True), [1, 0, 2])
+    kernel = dense.kernel
+    with tf.name_scope(dense.name):
+        y = tf.cast(tf.matmul(tf.cast(x, kernel.dtype)[None], kernel), "float32")
+        return y if dense.bias is None else y + tf.cast(dense.bias, "float32")[:, None, :]
+
+
 def _project_2d(dense, x, attention_heads=False):
     """An attention `EinsumDense` (query/key/value: [width] -> [heads, size]; output: [heads * size] ->
     [width], given 2-D) on a [tokens, width] matrix as one 2-D matmul, with the layer's own arithmetic:
@@ -630,7 +650,7 @@ def _project_2d(dense, x, attention_heads=False):
     import tensorflow as tf
 
     kernel = dense.kernel
-    if kernel.dtype == "bfloat16" or dense.compute_dtype == "float32":
+    if _serving_arithmetic(dense):
         with tf.name_scope(dense.name):
             product = tf.matmul(tf.cast(x, kernel.dtype), tf.reshape(kernel, [x.shape[-1], -1]))
             y = tf.cast(product, "float32")

@@ -120,9 +120,20 @@ def test_serving_copy_real_tokens_only():
     assert activations == {gelu_exact_inference}
     assert all(layer.intermediate_dense.activation is gelu_exact for layer in model._flatten_layers(recursive=True)
                if isinstance(layer, TransformerEncoderBlock))
+    # its query, key and value kernels are stored heads first, [heads, width, size]; the model's stay [width, ...]
+    for block, original in zip(*(
+            [layer for layer in m._flatten_layers(recursive=True) if isinstance(layer, TransformerEncoderBlock)]
+            for m in (copy, model))):
+        for name in ("query_dense", "key_dense", "value_dense"):
+            dense, source = getattr(block.attention, name), getattr(original.attention, name)
+            assert dense.heads_first and not getattr(source, "heads_first", False)
+            assert tuple(source.kernel.shape) == (16, 2, 8)
+            np.testing.assert_array_equal(np.asarray(dense.kernel), np.transpose(np.asarray(source.kernel), [1, 0, 2]))
     np.testing.assert_allclose(copy(inputs, training=False).numpy(), want, atol=1e-6)
     both = serving_copy(model, "bfloat16", real_tokens_only=True)
     assert flags(both) == [True, True] and flags(model) == [False, False]
+    assert {(tuple(layer.kernel.shape), layer.kernel.dtype) for layer in both._flatten_layers(recursive=True)
+            if getattr(layer, "heads_first", False)} == {((2, 16, 8), "bfloat16")}
     np.testing.assert_allclose(both(inputs, training=False).numpy(),
                                serving_copy(model, "bfloat16")(inputs, training=False).numpy(), atol=1e-6)
     deberta = bert_classifier(DEBERTA, num_classes=2)
