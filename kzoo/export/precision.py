@@ -124,10 +124,12 @@ def _heads_first_projections(blocks):
     real-token path (`kzoo.layers.transformer._project_heads`) reads such a kernel: the layers keep
     float32 or bfloat16 kernels under their names, in the copy alone; a mixed policy's projections
     stay as they are."""
+    from kzoo.layers.transformer import _serving_arithmetic
+
     for block in blocks:
         attention = block.attention
         for dense in (attention.query_dense, attention.key_dense, attention.value_dense):
-            if dense.kernel.dtype == "bfloat16" or dense.compute_dtype == "float32":
+            if _serving_arithmetic(dense):
                 _replace_kernel(dense, keras.ops.transpose(dense._kernel.value, [1, 0, 2]))
                 dense.heads_first = True
 

@@ -48,11 +48,7 @@ def gelu_exact_inference(x):
     `kzoo.export.precision.serving_copy`): TensorFlow's own erf GELU, which grappler fuses with
     the matmul and bias before it into one oneDNN kernel; `gelu_exact`'s custom gradient hides
     that pattern. The same values to float rounding."""
-    if keras.backend.backend() == "tensorflow" and not isinstance(x, keras.KerasTensor):
-        import tensorflow as tf
-
-        return tf.nn.gelu(x, approximate=False)
-    return keras.activations.gelu(x, approximate=False)
+    return keras.activations.gelu(x, approximate=False)  # `tf.nn.gelu` on the TensorFlow backend
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

@@ -46,11 +46,11 @@ def categorize(node_name, op_type=""):
     block = _BLOCK.search(node_name)
     if block:
         index = int(block.group(1)) if block.group(1) is not None else int(block.group(3))
-        if "MatMul" in op_type and ("/attention_residual/" in node_name or "/ffn_residual/" in node_name):
+        if "/attention_residual/" in node_name or "/ffn_residual/" in node_name:
+            if "MatMul" not in op_type:
+                return "layer_norm_and_residual", index
             # a projection whose residual sum grappler fused into its matmul: the node has the sum's name
             return ("attention_projections" if "/attention_residual/" in node_name else "feed_forward"), index
-        if "/attention_residual/" in node_name or "/ffn_residual/" in node_name:
-            return "layer_norm_and_residual", index
         if "/attention" in node_name and "attention_layer_norm" not in node_name:
             return ("attention_projections" if _PROJECTION.search(node_name) else "attention_scores"), index
         if _FEED_FORWARD.search(node_name) and "layer_norm" not in node_name:
